@@ -1,0 +1,268 @@
+"""The `ci` function: what GitHub Actions runs (`dagger call ci ...`), and what a developer can run.
+
+Order of work:
+
+1. Decide, from the ref alone and before any query, whether this run publishes (`decide`): a push
+   to the default branch or a release tag (`refs/tags/v*`) publishes; a pull request, any other
+   branch or any other tag is tested and built only. When it publishes, every publish input
+   (repository, tags, username, credentials) is validated now, so bad input fails before any work.
+2. Run the test suite and both image builds concurrently: all three are issued before any is
+   awaited, and every failure is reported, each under its stage name.
+3. Publish the very images just built (the publish helper's order and retry rules), or say why not.
+
+A failure raises `CiError` whose message starts with the stage (`test`, `build provider`,
+`build gateway`, `publish`) followed by the underlying error; exception groups (anyio task groups,
+`asyncio.gather`) are unwrapped so the user reads the compiler's or the registry's own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import dagger
+
+from .publish import SERVICES, check_username, format_created, plan_publish, publish_images
+from .tags import (
+    github_source_url,
+    image_tags,
+    is_pull_request_ref,
+    pull_request_number,
+    short_sha_tag,
+)
+
+Stage = Literal["test", "build provider", "build gateway", "publish"]
+
+#: The stage that builds each service's image (SERVICES order).
+BUILD_STAGES: Final[dict[str, Stage]] = {
+    "binance-provider": "build provider",
+    "mcp-gateway": "build gateway",
+}
+#: Release tags: what `on.push.tags` in .github/workflows/ci.yml triggers on.
+RELEASE_TAG_PREFIX: Final = "refs/tags/v"
+#: The one platform `ci` builds and publishes (GitHub's hosted runners are linux/amd64).
+CI_PLATFORM: Final = "linux/amd64"
+
+_BRANCH_NAME = re.compile(r"[^\s~^:?*\[\\]+")
+
+
+class CiError(Exception):
+    """A `ci` stage failed; the message names the stage(s) and carries the underlying errors."""
+
+    def __init__(self, failures: Sequence[tuple[Stage, BaseException]]) -> None:
+        self.failures = list(failures)
+        super().__init__(
+            "\n".join(
+                f"ci failed at stage '{stage}': {describe(error)}" for stage, error in failures
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a run publishes, and the sentence that explains it to the user."""
+
+    publish: bool
+    reason: str
+    #: The tags a publishing run pushes (empty when it does not publish).
+    tags: tuple[str, ...] = field(default=())
+
+
+def decide(*, sha: str, ref: str, default_branch: str = "main") -> Decision:
+    """Publish for a push to `default_branch` or a release tag (`refs/tags/v*`); else build + test.
+
+    Raises `ValueError` naming the bad value when `sha`, `ref` or `default_branch` is malformed,
+    even for refs that would not publish, so a typo never silently turns publishing off.
+    """
+    check_default_branch(default_branch)
+    short_sha_tag(sha)  # validates the sha
+    if is_pull_request_ref(ref):
+        number = pull_request_number(ref)
+        return Decision(
+            publish=False,
+            reason=(
+                f"pull request #{number} ({ref}): tested and built only; images are published "
+                f"for pushes to {default_branch} and release tags (v*)"
+            ),
+        )
+    if ref == f"refs/heads/{default_branch}":
+        tags = image_tags(sha=sha, ref=ref, default_branch=default_branch)
+        return Decision(
+            publish=True,
+            reason=f"push to the default branch {default_branch}",
+            tags=tuple(tags),
+        )
+    if ref.startswith(RELEASE_TAG_PREFIX):
+        tags = image_tags(sha=sha, ref=ref, default_branch=default_branch)
+        return Decision(
+            publish=True, reason=f"release tag {ref.removeprefix('refs/tags/')}", tags=tuple(tags)
+        )
+    if ref.startswith("refs/heads/"):
+        branch = ref.removeprefix("refs/heads/")
+        return Decision(
+            publish=False,
+            reason=(
+                f"branch {branch!r} is not the default branch {default_branch!r}: tested and "
+                "built only"
+            ),
+        )
+    if ref.startswith("refs/tags/"):
+        tag = ref.removeprefix("refs/tags/")
+        return Decision(
+            publish=False,
+            reason=f"tag {tag!r} is not a release tag (v*): tested and built only",
+        )
+    raise ValueError(
+        f"unsupported ref {ref!r}: expected a full git ref as GitHub gives it in github.ref: "
+        "refs/heads/<branch>, refs/tags/<tag> or refs/pull/<number>/merge"
+    )
+
+
+def check_default_branch(default_branch: str) -> str:
+    """A bare branch name such as `main` (not `refs/heads/main`)."""
+    if default_branch.startswith("refs/") or not _BRANCH_NAME.fullmatch(default_branch):
+        raise ValueError(
+            f"invalid default branch {default_branch!r}: expected a bare branch name such as "
+            "'main' (no 'refs/heads/' prefix, no spaces)"
+        )
+    return default_branch
+
+
+def check_credentials(
+    decision: Decision, username: str | None, password: dagger.Secret | None
+) -> tuple[str, dagger.Secret] | None:
+    """The registry credentials a publishing run needs, checked before any work starts."""
+    if not decision.publish:
+        return None
+    if not username or password is None:
+        missing = " and ".join(
+            flag
+            for flag, value in (("--username", username), ("--password", password))
+            if not value
+        )
+        raise ValueError(
+            f"this run publishes ({decision.reason}) but {missing} is missing: pass the registry "
+            'credentials (in GitHub Actions: --username "$GITHUB_ACTOR" --password '
+            "env://GITHUB_TOKEN)"
+        )
+    return check_username(username), password
+
+
+def describe(error: BaseException) -> str:
+    """The underlying message(s) of an error, exception groups flattened."""
+    leaves = flatten(error)
+    return "; ".join(_message(leaf) for leaf in leaves)
+
+
+def flatten(error: BaseException) -> list[BaseException]:
+    """The leaf exceptions of (nested) exception groups; a plain exception is its own leaf."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in flatten(inner)]
+    return [error]
+
+
+def _message(error: BaseException) -> str:
+    text = str(error).strip()
+    return text or type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+
+Builder = Callable[[str, dagger.Platform], "dagger.Container | Awaitable[dagger.Container]"]
+"""Builds the runtime image of a service (a name in SERVICES) for a platform."""
+
+
+async def run_ci(
+    *,
+    test: Callable[[], Awaitable[object]],
+    build: Builder,
+    sha: str,
+    ref: str,
+    repository: str,
+    username: str | None = None,
+    password: dagger.Secret | None = None,
+    default_branch: str = "main",
+) -> str:
+    """Test and build concurrently, then publish when `decide` says so; returns a report.
+
+    `test` runs the whole test suite and raises when it fails; `build(service, platform)` returns
+    a service's runtime image (the module's build functions). Bad input raises `ValueError` before
+    any query; a failing stage raises `CiError`.
+    """
+    decision = decide(sha=sha, ref=ref, default_branch=default_branch)
+    source = github_source_url(repository)  # validates the repository in every case
+    credentials = check_credentials(decision, username, password)
+    created = format_created(datetime.now(UTC))
+    if credentials is not None:
+        # Every publish input (image names, tags, labels), checked before the first query.
+        plan_publish(
+            repository=repository,
+            sha=sha,
+            ref=ref,
+            created=created,
+            platforms=[CI_PLATFORM],
+            default_branch=default_branch,
+        )
+    platform = dagger.Platform(CI_PLATFORM)
+
+    async def build_one(service: str) -> dagger.Container:
+        built = build(service, platform)
+        container = await built if inspect.isawaitable(built) else built
+        return await container.sync()
+
+    stages: list[Stage] = ["test", *(BUILD_STAGES[s] for s in SERVICES)]
+    # Issue all three before awaiting any: they run in the engine at the same time.
+    results = await asyncio.gather(
+        test(), *(build_one(s) for s in SERVICES), return_exceptions=True
+    )
+    failures: list[tuple[Stage, BaseException]] = []
+    for stage, result in zip(stages, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception) and not isinstance(result, BaseExceptionGroup):
+                raise result  # cancellation is not a stage failure
+            failures.append((stage, result))
+    if failures:
+        raise CiError(failures)
+    images = {
+        service: result
+        for service, result in zip(SERVICES, results[1:], strict=True)
+        if isinstance(result, dagger.Container)
+    }
+
+    lines = [
+        f"ci {short_sha_tag(sha)} {ref} ({source})",
+        "test: passed",
+        *(f"{BUILD_STAGES[s]}: built {s} ({CI_PLATFORM})" for s in SERVICES),
+    ]
+    if credentials is None:
+        lines.append(f"publish: skipped: {decision.reason}")
+        return "\n".join(lines)
+
+    def built_image(service: str, _platform: dagger.Platform) -> dagger.Container:
+        # Publish the containers that were just tested and built, not a second build.
+        return images[service]
+
+    user, secret = credentials
+    try:
+        pushed = await publish_images(
+            built_image,
+            repository=repository,
+            username=user,
+            password=secret,
+            sha=sha,
+            ref=ref,
+            platforms=[CI_PLATFORM],
+            default_branch=default_branch,
+            created=created,
+        )
+    except Exception as error:
+        raise CiError([("publish", error)]) from error
+    lines.append(f"publish: {decision.reason}: pushed {len(pushed)} references")
+    lines.extend(f"  {reference}" for reference in pushed)
+    return "\n".join(lines)
