@@ -1,0 +1,260 @@
+"""Test doubles and runners: a real gRPC provider and a real gateway, each on its own thread.
+
+Each runs its own event loop on a thread, like the separate processes they stand for, so a test's
+own loop (pytest-asyncio) only drives the MCP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import grpc
+import httpx2
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_gateway._proto.provider.v1 import provider_pb2, provider_pb2_grpc
+from mcp_gateway.config import ProviderConfig, Settings
+from mcp_gateway.providers import ProviderRegistry
+from mcp_gateway.server import create_app
+
+T = TypeVar("T")
+
+Mode = Literal["ok", "slow", "error"]
+
+ECHO_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "symbol": {"type": "string", "pattern": "^[A-Z0-9]{2,20}$"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+    "required": ["symbol"],
+    "additionalProperties": False,
+}
+LIST_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread; ``run`` executes a coroutine there and waits."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
+    def __init__(self, owner: FakeProvider) -> None:
+        self.owner = owner
+
+    async def ListCapabilities(
+        self, request: provider_pb2.ListCapabilitiesRequest, context: Any
+    ) -> provider_pb2.ListCapabilitiesResponse:
+        return provider_pb2.ListCapabilitiesResponse(
+            provider="fake",
+            version="1.2.3",
+            tools=[
+                provider_pb2.Tool(
+                    name="fake.echo",
+                    description="Echoes its arguments.",
+                    input_schema_json=json.dumps(ECHO_SCHEMA),
+                ),
+                provider_pb2.Tool(
+                    name="fake.list",
+                    description="Returns a JSON array.",
+                    input_schema_json=json.dumps(LIST_SCHEMA),
+                ),
+            ],
+        )
+
+    async def Invoke(
+        self, request: provider_pb2.InvokeRequest, context: Any
+    ) -> provider_pb2.InvokeResponse:
+        owner = self.owner
+        owner.calls.append(request)
+        if owner.mode == "slow":
+            await asyncio.sleep(owner.slow_seconds)
+        if owner.mode == "error":
+            return provider_pb2.InvokeResponse(
+                error=provider_pb2.ToolError(
+                    code=provider_pb2.ERROR_CODE_UPSTREAM_REJECTED,
+                    message="Invalid symbol.",
+                    upstream_code=-1121,
+                )
+            )
+        args = json.loads(request.arguments_json)
+        if request.tool == "fake.list":
+            return provider_pb2.InvokeResponse(
+                result=provider_pb2.ToolResult(json=json.dumps([1, 2, 3]))
+            )
+        if request.tool != "fake.echo":
+            return provider_pb2.InvokeResponse(
+                error=provider_pb2.ToolError(
+                    code=provider_pb2.ERROR_CODE_UNKNOWN_TOOL, message=f"no tool {request.tool}"
+                )
+            )
+        return provider_pb2.InvokeResponse(
+            result=provider_pb2.ToolResult(
+                json=json.dumps({"echo": args}),
+                text=f"# Echo\n\nsymbol **{args.get('symbol')}**",
+            )
+        )
+
+
+class FakeProvider:
+    """A provider.v1 + grpc.health.v1 server on 127.0.0.1 whose behaviour a test sets.
+
+    ``mode``: ``ok`` answers, ``slow`` sleeps ``slow_seconds`` before answering, ``error``
+    returns a ToolError. ``stop()`` takes it down (the port stays reserved for ``start()``).
+    """
+
+    def __init__(self) -> None:
+        self.mode: Mode = "ok"
+        self.slow_seconds = 30.0
+        self.calls: list[provider_pb2.InvokeRequest] = []
+        self.port = 0
+        self._loop = _LoopThread("fake-provider")
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _start(self) -> None:
+        server = grpc.aio.server()
+        provider_pb2_grpc.add_ProviderServicer_to_server(_FakeProviderServicer(self), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if port == 0:
+            raise RuntimeError(f"fake provider could not bind 127.0.0.1:{self.port}")
+        self.port = port
+        await server.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=None)
+            self._server = None
+
+    def start(self) -> None:
+        self._loop.run(self._start())
+
+    def stop(self) -> None:
+        self._loop.run(self._stop())
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert self._health is not None
+        self._loop.run(self._health.set("", status))
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.stop()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released: a refused-connection target)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    """A gateway served by uvicorn on a background thread."""
+
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        if self.thread.is_alive():
+            raise RuntimeError("gateway did not shut down within 15 s")
+
+
+def start_gateway(
+    providers: list[ProviderConfig], token: str | None = None, refresh_interval: float = 30
+) -> RunningGateway:
+    """Run the real app under uvicorn on a loopback socket bound to port 0."""
+    settings = Settings(port=0, providers_file="(test)", providers=tuple(providers), token=token)
+    app = create_app(settings, ProviderRegistry(settings.providers, refresh_interval))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    return RunningGateway(port=port, server=server, thread=thread)
+
+
+@asynccontextmanager
+async def mcp_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
+    """An initialized MCP client session over streamable HTTP."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0)) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def wait_until(
+    predicate: Callable[[], Coroutine[Any, Any, bool]], seconds: float, what: str
+) -> None:
+    """Poll an async predicate until true; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def write_providers(path: Path, entries: list[dict[str, Any]]) -> Path:
+    """Write a providers file (as YAML's JSON subset) and return its path."""
+    path.write_text(json.dumps({"providers": entries}), encoding="utf-8")
+    return path

@@ -1,0 +1,145 @@
+"""The providers file and environment: what is accepted, and the errors for what is not."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_gateway.config import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ConfigError,
+    ProviderConfig,
+    load_settings,
+    parse_providers,
+)
+
+GOOD = """
+providers:
+  - name: binance
+    address: binance-provider:50053
+  - name: other_1
+    address: 10.0.0.7:7000
+    enabled: false
+    timeout_seconds: 2.5
+"""
+
+
+def test_a_valid_file_with_defaults() -> None:
+    assert parse_providers(GOOD, "p.yaml") == (
+        ProviderConfig(
+            name="binance",
+            address="binance-provider:50053",
+            enabled=True,
+            timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
+        ),
+        ProviderConfig(name="other_1", address="10.0.0.7:7000", enabled=False, timeout_seconds=2.5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("providers: [\n  - name: x\n", "not valid YAML"),
+        ("", "got empty"),
+        ("- name: a\n  address: h:1\n", "expected a mapping with a 'providers' list"),
+        ("providers: {name: a}\n", "field 'providers': Input should be a valid list"),
+        ("provider:\n  - name: a\n", "field 'provider': Extra inputs are not permitted"),
+        (
+            "providers:\n  - name: a\n    address: h:1\n  - name: b\n",
+            "entry 2 ('b'), field 'address': Field required",
+        ),
+        (
+            "providers:\n  - name: a\n    address: nohost\n",
+            "entry 1 ('a'), field 'address': 'nohost' is not host:port",
+        ),
+        (
+            "providers:\n  - name: a\n    address: 'h:99999'\n",
+            "entry 1 ('a'), field 'address': 'h:99999' has port '99999'",
+        ),
+        (
+            "providers:\n  - name: Binance\n    address: h:1\n",
+            "entry 1 ('Binance'), field 'name': 'Binance' is not a valid provider name",
+        ),
+        (
+            "providers:\n  - name: a\n    address: h:1\n    timeout_seconds: 0\n",
+            "entry 1 ('a'), field 'timeout_seconds': Input should be greater than 0",
+        ),
+        (
+            "providers:\n  - name: a\n    address: h:1\n    enabled: maybe\n",
+            "entry 1 ('a'), field 'enabled': Input should be a valid boolean",
+        ),
+        (
+            "providers:\n  - name: a\n    adress: h:1\n",
+            "entry 1 ('a'), field 'adress': Extra inputs are not permitted",
+        ),
+        (
+            "providers:\n  - name: a\n    address: h:1\n  - name: a\n    address: h:2\n",
+            "entry 2 ('a'): name 'a' is already used by entry 1",
+        ),
+    ],
+)
+def test_invalid_files_name_the_file_the_entry_and_the_problem(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_providers(text, "/etc/gw/providers.yaml")
+    message = str(caught.value)
+    assert message.startswith("providers file /etc/gw/providers.yaml: "), message
+    assert expected in message, message
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    settings = load_settings(
+        {"GATEWAY_PORT": "4000", "MCP_PROVIDERS": str(path), "MCP_GATEWAY_TOKEN": "abc"}
+    )
+    assert settings.port == 4000
+    assert settings.token == "abc"
+    assert settings.providers_file == str(path)
+    assert [p.name for p in settings.enabled_providers] == ["binance"]
+
+
+def test_settings_defaults_use_the_built_in_providers_file() -> None:
+    settings = load_settings({})
+    assert settings.port == 3001
+    assert settings.token is None
+    assert settings.providers == (
+        ProviderConfig(name="binance", address="binance-provider:50053", timeout_seconds=15),
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"GATEWAY_PORT": "http"}, "GATEWAY_PORT='http' is not a port"),
+        ({"GATEWAY_PORT": "0"}, "GATEWAY_PORT='0' is not a port"),
+        ({"MCP_PROVIDERS": "/nonexistent/p.yaml"}, "/nonexistent/p.yaml (MCP_PROVIDERS) does not"),
+        ({"MCP_GATEWAY_TOKEN": "two words"}, "MCP_GATEWAY_TOKEN contains whitespace"),
+    ],
+)
+def test_bad_environment_is_refused(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(env)
+
+
+def test_the_command_refuses_to_start_with_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "providers.yaml"
+    path.write_text("providers:\n  - name: binance\n    address: 'binance:abc'\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway"],
+        env=os.environ | {"MCP_PROVIDERS": str(path), "GATEWAY_PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert (
+        f"mcp-gateway: error: providers file {path}: entry 1 ('binance'), field 'address': "
+        "'binance:abc' has port 'abc'"
+    ) in done.stderr

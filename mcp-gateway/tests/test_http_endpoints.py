@@ -1,0 +1,149 @@
+"""/health, /ready, the bearer token, and the healthcheck command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import mcp_types as types
+import pytest
+
+from mcp_gateway.config import ProviderConfig
+from tests.conftest import GatewayFactory
+from tests.support import FakeProvider, RunningGateway, free_port, mcp_session
+
+TOKEN = "s3cr3t-token-for-tests"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+def test_health_answers_200_even_when_providers_are_down(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory([ProviderConfig(name="fake", address=f"127.0.0.1:{free_port()}")])
+    response = httpx.get(f"{gw.base_url}/health", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_is_200_with_every_provider_serving(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    response = httpx.get(f"{gateway.base_url}/ready", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "providers": [{"name": "fake", "address": provider.address, "status": "SERVING"}],
+    }
+
+
+def test_ready_is_503_when_a_provider_is_not_serving(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    provider.set_serving(False)
+    response = httpx.get(f"{gateway.base_url}/ready", timeout=5)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not ready"
+    assert body["providers"] == [
+        {"name": "fake", "address": provider.address, "status": "NOT_SERVING"}
+    ]
+
+
+def test_ready_is_503_and_names_an_unreachable_provider(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    gw = gateway_factory(
+        [
+            ProviderConfig(name="fake", address=provider.address),
+            ProviderConfig(name="dead", address=dead),
+        ]
+    )
+    response = httpx.get(f"{gw.base_url}/ready", timeout=10)
+    assert response.status_code == 503
+    by_name = {p["name"]: p for p in response.json()["providers"]}
+    assert by_name["fake"]["status"] == "SERVING"
+    assert by_name["dead"]["status"] == "UNREACHABLE"
+    assert f"provider 'dead' at {dead} is unavailable" in by_name["dead"]["detail"]
+
+
+def test_mcp_without_or_with_a_wrong_token_is_401_and_health_stays_open(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory([ProviderConfig(name="fake", address=provider.address)], token=TOKEN)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
+        response = httpx.post(gw.mcp_url, json=INITIALIZE, headers=MCP_HEADERS | headers, timeout=5)
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(f"{gw.base_url}/health", timeout=5).status_code == 200
+
+
+async def test_mcp_with_the_token_works(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory([ProviderConfig(name="fake", address=provider.address)], token=TOKEN)
+    async with mcp_session(gw.mcp_url, token=TOKEN) as session:
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+    assert isinstance(result, types.CallToolResult)
+    assert not result.is_error
+
+
+def test_mcp_without_token_configured_needs_no_header(gateway: RunningGateway) -> None:
+    response = httpx.post(gateway.mcp_url, json=INITIALIZE, headers=MCP_HEADERS, timeout=5)
+    assert response.status_code == 200
+    assert "mcp-gateway" in response.text
+
+
+def _healthcheck(port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_gateway.healthcheck"],
+        env=os.environ | {"GATEWAY_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_healthcheck_command_exits_0_when_health_answers(gateway: RunningGateway) -> None:
+    done = _healthcheck(gateway.port)
+    assert done.returncode == 0, done.stderr
+    assert "answered 200" in done.stdout
+
+
+def test_healthcheck_command_fails_when_nothing_listens() -> None:
+    port = free_port()
+    done = _healthcheck(port)
+    assert done.returncode == 1
+    assert f"http://127.0.0.1:{port}/health is unreachable" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000"])
+def test_healthcheck_command_rejects_a_bad_port(value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway.healthcheck"],
+        env=os.environ | {"GATEWAY_PORT": value},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"GATEWAY_PORT={value!r} is not a port" in done.stderr

@@ -1,0 +1,182 @@
+"""The gateway over streamable HTTP with a real MCP client and a real gRPC provider."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway.config import ProviderConfig
+from tests.conftest import GatewayFactory
+from tests.support import (
+    ECHO_SCHEMA,
+    FakeProvider,
+    RunningGateway,
+    free_port,
+    mcp_session,
+    wait_until,
+)
+
+
+def _texts(result: types.CallToolResult) -> list[str]:
+    return [c.text for c in result.content if isinstance(c, types.TextContent)]
+
+
+async def test_discovery_exposes_provider_tools_with_their_schemas(gateway: RunningGateway) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        listed = await session.list_tools()
+    tools = {t.name: t for t in listed.tools}
+    assert set(tools) == {"fake.echo", "fake.list"}
+    assert tools["fake.echo"].description == "Echoes its arguments."
+    assert tools["fake.echo"].input_schema == ECHO_SCHEMA
+
+
+async def test_tool_call_forwards_arguments_and_returns_text_and_json(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT", "limit": 5})
+    assert isinstance(result, types.CallToolResult)
+    assert not result.is_error
+    assert _texts(result) == [
+        "# Echo\n\nsymbol **BTCUSDT**",
+        json.dumps({"echo": {"symbol": "BTCUSDT", "limit": 5}}),
+    ]
+    assert result.structured_content == {"echo": {"symbol": "BTCUSDT", "limit": 5}}
+    (call,) = provider.calls
+    assert call.tool == "fake.echo"
+    assert json.loads(call.arguments_json) == {"symbol": "BTCUSDT", "limit": 5}
+    assert len(call.request_id) == 32
+
+
+async def test_non_object_json_result_is_wrapped_for_structured_content(
+    gateway: RunningGateway,
+) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.list", {})
+    assert isinstance(result, types.CallToolResult)
+    assert not result.is_error
+    assert _texts(result) == ["[1, 2, 3]"]
+    assert result.structured_content == {"result": [1, 2, 3]}
+
+
+async def test_provider_tool_error_becomes_mcp_tool_error(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    provider.mode = "error"
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.echo", {"symbol": "NOPE"})
+    assert isinstance(result, types.CallToolResult)
+    assert result.is_error
+    (text,) = _texts(result)
+    assert "fake.echo" in text
+    assert "'fake'" in text
+    assert "UPSTREAM_REJECTED" in text
+    assert "-1121" in text
+    assert "Invalid symbol." in text
+
+
+async def test_slow_provider_times_out_within_its_deadline(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    provider.mode = "slow"
+    provider.slow_seconds = 20
+    gw = gateway_factory([ProviderConfig(name="fake", address=provider.address, timeout_seconds=1)])
+    async with mcp_session(gw.mcp_url) as session:
+        await session.list_tools()
+        started = time.monotonic()
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        elapsed = time.monotonic() - started
+    assert isinstance(result, types.CallToolResult)
+    assert result.is_error
+    (text,) = _texts(result)
+    assert "provider 'fake'" in text
+    assert "did not answer within 1 s" in text
+    assert 0.9 <= elapsed < 3, elapsed
+
+
+async def test_provider_down_gives_tool_error_not_a_hang(gateway_factory: GatewayFactory) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    gw = gateway_factory([ProviderConfig(name="fake", address=address, timeout_seconds=2)])
+    async with mcp_session(gw.mcp_url) as session:
+        started = time.monotonic()
+        listed = await session.list_tools()
+        assert listed.tools == []
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        elapsed = time.monotonic() - started
+    assert isinstance(result, types.CallToolResult)
+    assert result.is_error
+    (text,) = _texts(result)
+    assert f"provider 'fake' at {address} is unavailable" in text
+    assert elapsed < 10
+
+
+async def test_provider_that_comes_back_is_rediscovered(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        assert len((await session.list_tools()).tools) == 2
+        provider.stop()
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        assert isinstance(result, types.CallToolResult)
+        assert result.is_error
+        assert "is unavailable" in _texts(result)[0]
+        # Down: its tools are withdrawn rather than offered and failing.
+        assert (await session.list_tools()).tools == []
+
+        provider.start()
+
+        async def tools_are_back() -> bool:
+            return len((await session.list_tools()).tools) == 2
+
+        await wait_until(tools_are_back, 15, "the provider's tools to come back")
+        result = await session.call_tool("fake.echo", {"symbol": "ETHUSDT"})
+        assert isinstance(result, types.CallToolResult)
+        assert not result.is_error, _texts(result)
+
+
+async def test_background_refresh_picks_up_a_provider_started_later(
+    gateway_factory: GatewayFactory,
+) -> None:
+    late = FakeProvider()
+    late.port = free_port()
+    try:
+        gw = gateway_factory(
+            [ProviderConfig(name="fake", address=late.address)], refresh_interval=0.5
+        )
+        late.start()
+        # A call (not list_tools) right away: it must find the tool via refresh or on demand.
+        async with mcp_session(gw.mcp_url) as session:
+
+            async def call_works() -> bool:
+                result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+                assert isinstance(result, types.CallToolResult)
+                return not result.is_error
+
+            await wait_until(call_works, 15, "the late provider to answer")
+    finally:
+        late.close()
+
+
+async def test_unknown_tool_is_a_protocol_error_listing_known_tools(
+    gateway: RunningGateway,
+) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        await session.list_tools()
+        with pytest.raises(MCPError) as caught:
+            await session.call_tool("other.thing", {})
+    assert caught.value.error.code == types.INVALID_PARAMS
+    assert "unknown tool 'other.thing'" in caught.value.error.message
+    assert "fake.echo" in caught.value.error.message
+
+
+async def test_disabled_provider_is_ignored(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory([ProviderConfig(name="fake", address=provider.address, enabled=False)])
+    async with mcp_session(gw.mcp_url) as session:
+        assert (await session.list_tools()).tools == []
+    assert provider.calls == []
