@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import mcp_types as types
@@ -133,6 +135,27 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
     done = _healthcheck(port)
     assert done.returncode == 1
     assert f"http://127.0.0.1:{port}/health is unreachable" in done.stderr
+
+
+def test_healthcheck_command_fails_when_health_is_not_200() -> None:
+    class Unhealthy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unhealthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = _healthcheck(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1
+    assert "/health answered HTTP 503" in done.stderr
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "70000"])
