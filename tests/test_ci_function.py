@@ -7,7 +7,12 @@ assert that a pull request never reaches `publish`, and which addresses a push d
 
 from __future__ import annotations
 
+import hashlib
+import time
+
+import dagger
 import pytest
+from dagger import dag
 from mcp_trader.pipeline import (
     CiError,
     Decision,
@@ -16,7 +21,10 @@ from mcp_trader.pipeline import (
     decide,
     describe,
     flatten,
+    run_ci,
 )
+
+from tests.enginedouble import Call, EngineDouble
 
 SHA = "1A2B3C4D5E6F7081920a1b2c3d4e5f6071829304"
 SHORT = "sha-1a2b3c4"
@@ -138,3 +146,248 @@ def test_ci_error_names_every_failed_stage() -> None:
         "ci failed at stage 'test': cargo test: 2 failed",
         "ci failed at stage 'build gateway': KeyError",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The orchestration against the engine double (test and builds injected)
+
+REPOSITORY = "Acme/MCP-Trader"
+PROVIDER = "ghcr.io/acme/mcp-trader/binance-provider"
+GATEWAY = "ghcr.io/acme/mcp-trader/mcp-gateway"
+TOKEN_ENV = "CI_TEST_REGISTRY_TOKEN"
+TOKEN = "ghp_not-a-real-token-but-must-never-be-sent"
+
+
+def digest_for(address: str) -> str:
+    image = address.rsplit(":", 1)[0]
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+
+
+class Registry:
+    """Answers `Container.publish` like a registry and records the pushed addresses in order."""
+
+    def __init__(self, engine: EngineDouble) -> None:
+        self.pushed: list[str] = []
+        engine.answer("Container.publish", self._publish)
+
+    def _publish(self, call: Call) -> str:
+        address = str(call.args["address"])
+        self.pushed.append(address)
+        return f"{address}@{digest_for(address)}"
+
+
+def token(monkeypatch: pytest.MonkeyPatch) -> dagger.Secret:
+    # Like a CLI user, the test names an env var; the module never creates secrets from values.
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    return dag.secret(f"env://{TOKEN_ENV}")
+
+
+async def fake_test_suite() -> str:
+    return await dag.container().from_("registry.invalid/tests:1").with_exec(["run-tests"]).stdout()
+
+
+def fake_build(service: str, platform: dagger.Platform) -> dagger.Container:
+    return dag.container(platform=platform).from_(f"registry.invalid/base-{service}:1")
+
+
+async def run(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
+    args: dict[str, object] = {
+        "test": fake_test_suite,
+        "build": fake_build,
+        "sha": SHA,
+        "ref": ref,
+        "repository": REPOSITORY,
+        "username": "octo-bot",
+        "password": token(monkeypatch),
+    }
+    args.update(kw)
+    return await run_ci(**args)  # type: ignore[arg-type]
+
+
+def queries_text(engine: EngineDouble) -> str:
+    return "\n".join(q.text for q in engine.queries)
+
+
+async def test_pull_request_never_reaches_publish(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    report = await run(monkeypatch, "refs/pull/7/merge")
+    assert registry.pushed == []
+    assert engine.calls("publish") == []
+    assert "publish" not in queries_text(engine)
+    assert "withRegistryAuth" not in queries_text(engine)
+    assert "publish: skipped: pull request #7" in report
+    # It did test and build.
+    assert [c.args["args"] for c in engine.calls("withExec")] == [["run-tests"]]
+    assert {str(c.args["address"]) for c in engine.calls("from")} >= {
+        "registry.invalid/base-binance-provider:1",
+        "registry.invalid/base-mcp-gateway:1",
+    }
+
+
+async def test_pull_request_needs_no_credentials(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = await run(monkeypatch, "refs/pull/7/merge", username=None, password=None)
+    assert "publish: skipped" in report
+
+
+async def test_default_branch_publishes_sha_branch_and_latest(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    report = await run(monkeypatch, "refs/heads/main")
+    assert registry.pushed == [
+        f"{PROVIDER}:sha-1a2b3c4",
+        f"{GATEWAY}:sha-1a2b3c4",
+        f"{PROVIDER}:main",
+        f"{GATEWAY}:main",
+        f"{PROVIDER}:latest",
+        f"{GATEWAY}:latest",
+    ]
+    for address in registry.pushed:
+        assert f"  {address}@{digest_for(address)}" in report.splitlines()
+    assert "publish: push to the default branch main" in report
+    assert TOKEN not in queries_text(engine)  # by reference only
+
+
+async def test_release_tag_publishes_versions_and_no_latest(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    await run(monkeypatch, "refs/tags/v1.2.3")
+    tags = [address.rsplit(":", 1)[1] for address in registry.pushed]
+    assert tags == ["sha-1a2b3c4", "sha-1a2b3c4", "1.2.3", "1.2.3", "1.2", "1.2", "1", "1"]
+    assert "latest" not in tags
+
+
+async def test_other_branches_build_and_test_only(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    report = await run(monkeypatch, "refs/heads/feature/x")
+    assert registry.pushed == []
+    assert "publish: skipped: branch 'feature/x' is not the default branch" in report
+
+
+async def test_publishes_the_images_it_built_and_tested(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Registry(engine)
+    await run(monkeypatch, "refs/heads/main")
+    # Every pushed container is the built one (labelled by publish), not a second build.
+    bases = {c.receiver.arg("from", "address") for c in engine.calls("publish")}
+    assert bases == {
+        "registry.invalid/base-binance-provider:1",
+        "registry.invalid/base-mcp-gateway:1",
+    }
+
+
+async def test_test_and_builds_are_issued_before_either_is_awaited(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test stage's query blocks in the engine until both builds were evaluated: a
+    sequential implementation would never send the builds and this would time out."""
+
+    def both_builds_seen() -> bool:
+        synced = {obj.arg("from", "address") for obj, leaf in engine.evaluated if leaf == "sync"}
+        return {
+            "registry.invalid/base-binance-provider:1",
+            "registry.invalid/base-mcp-gateway:1",
+        } <= synced
+
+    def test_output(_: Call) -> str:
+        deadline = time.monotonic() + 5
+        while not both_builds_seen():
+            if time.monotonic() > deadline:
+                return "builds were not issued concurrently"
+            time.sleep(0.01)
+        return "concurrent"
+
+    engine.answer("Container.stdout", test_output)
+    outputs: list[str] = []
+
+    async def recording_test_suite() -> str:
+        outputs.append(await fake_test_suite())
+        return outputs[-1]
+
+    await run(monkeypatch, "refs/pull/1/merge", test=recording_test_suite)
+    assert outputs == ["concurrent"]
+
+
+async def test_a_failing_test_stage_is_named_and_nothing_is_published(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"] == ["run-tests"],
+        exit_code=101,
+        stderr="error[E0425]: cannot find value `x` in this scope",
+    )
+    with pytest.raises(CiError) as failure:
+        await run(monkeypatch, "refs/heads/main")
+    assert str(failure.value).startswith("ci failed at stage 'test': ")
+    assert "cannot find value `x`" in str(failure.value)
+    assert [stage for stage, _ in failure.value.failures] == ["test"]
+    assert registry.pushed == []
+
+
+async def test_every_failing_stage_is_named(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Registry(engine)
+    engine.fail(
+        "from",
+        when=lambda step: "base-mcp-gateway" in str(step.args["address"]),
+        message="failed to resolve source metadata for registry.invalid/base-mcp-gateway:1",
+    )
+
+    async def grouped_failure() -> None:
+        # What an anyio task group raises when two checks fail.
+        raise ExceptionGroup(
+            "unhandled errors in a TaskGroup",
+            [RuntimeError("clippy: 1 error"), RuntimeError("pytest: 2 failed")],
+        )
+
+    with pytest.raises(CiError) as failure:
+        await run(monkeypatch, "refs/heads/main", test=grouped_failure)
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "ci failed at stage 'test': clippy: 1 error; pytest: 2 failed"
+    assert lines[1].startswith("ci failed at stage 'build gateway': ")
+    assert "base-mcp-gateway" in lines[1]
+    assert engine.calls("publish") == []
+
+
+async def test_a_failing_push_is_named_publish(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Registry(engine)
+    engine.fail(
+        "Container.publish",
+        when=lambda step: str(step.args["address"]).endswith(":sha-1a2b3c4"),
+        message="denied: permission_denied: write_package",
+    )
+    with pytest.raises(CiError, match=r"^ci failed at stage 'publish': .*denied"):
+        await run(monkeypatch, "refs/heads/main")
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"username": None}, "--username is missing"),
+        ({"password": None}, "--password is missing"),
+        ({"repository": "no-slash"}, "invalid repository 'no-slash'"),
+        ({"ref": "refs/tags/v1.2.3+build.7"}, "build metadata"),
+    ],
+)
+async def test_bad_input_fails_before_any_query(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch, kw: dict[str, object], message: str
+) -> None:
+    ref = str(kw.pop("ref", "refs/heads/main"))
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match=message):
+        await run(monkeypatch, ref, **kw)
+    # Only the secret lookup done by the test itself may have been sent.
+    assert all("withExec" not in q.text and "from" not in q.text for q in engine.queries[before:])

@@ -48,6 +48,9 @@ RELEASE_TAG_PREFIX: Final = "refs/tags/v"
 #: The one platform `ci` builds and publishes (GitHub's hosted runners are linux/amd64).
 CI_PLATFORM: Final = "linux/amd64"
 
+#: How much of a failed command's output a `CiError` repeats (the end is where errors are).
+EXEC_OUTPUT_LINES: Final = 40
+
 _BRANCH_NAME = re.compile(r"[^\s~^:?*\[\\]+")
 
 
@@ -167,8 +170,19 @@ def flatten(error: BaseException) -> list[BaseException]:
 
 
 def _message(error: BaseException) -> str:
-    text = str(error).strip()
-    return text or type(error).__name__
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, dagger.ExecError):
+        # str() of an ExecError is only "process ... did not complete successfully": the
+        # compiler's or test runner's own words are in its output.
+        output = _tail(error.stderr) or _tail(error.stdout)
+        if output:
+            text = f"{text}\n{output}"
+    return text
+
+
+def _tail(output: str, lines: int = EXEC_OUTPUT_LINES) -> str:
+    kept = output.strip().splitlines()[-lines:]
+    return "\n".join(kept)
 
 
 # ---------------------------------------------------------------------------------------------
