@@ -613,6 +613,7 @@ def deploy_env(tag: str) -> dict[str, str]:
         "DEPLOY_TAG": tag,
         "DEPLOY_HOST": "deploy.example.com",
         "DEPLOY_USER": "deployer",
+        "GITHUB_ACTOR": "octo-bot",
     }
 
 
