@@ -1,0 +1,166 @@
+"""End to end: MCP client → gateway → the real ``binance-provider`` binary → a fake Binance.
+
+The binary is built from ../providers/binance-rs with cargo (``make test`` builds it first in
+test-provider, so this is usually a no-op). A build failure fails these tests: they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import mcp_types as types
+import pytest
+from grpc_health.v1 import health_pb2
+
+from mcp_gateway.config import ProviderConfig
+from tests.conftest import GatewayFactory
+from tests.fake_binance import LAST_PRICE, SYMBOL, FakeBinance
+from tests.support import free_port, mcp_session
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = REPO / "providers" / "binance-rs" / "Cargo.toml"
+BINARY = REPO / "providers" / "binance-rs" / "target" / "debug" / "binance-provider"
+BINANCE_TOOLS = {
+    "binance.get_ticker",
+    "binance.get_order_book",
+    "binance.get_klines",
+    "binance.get_recent_trades",
+    "binance.market_report",
+}
+
+
+@pytest.fixture(scope="session")
+def provider_binary() -> Path:
+    """Build the provider (cargo is incremental); fail, never skip, when it cannot be built."""
+    try:
+        done = subprocess.run(
+            ["cargo", "build", "--locked", "--manifest-path", str(MANIFEST)],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"cannot build binance-provider with cargo: {exc}")
+    if done.returncode != 0:
+        pytest.fail(f"cargo build of {MANIFEST} failed:\n{done.stderr[-4000:]}")
+    if not BINARY.is_file():
+        pytest.fail(f"cargo build succeeded but {BINARY} does not exist")
+    return BINARY
+
+
+@pytest.fixture
+def fake_binance() -> Iterator[FakeBinance]:
+    fake = FakeBinance()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"binance-provider exited with {proc.returncode}: {proc.communicate()[1]}"
+                )
+            try:
+                response = check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"binance-provider not SERVING on {address} after {seconds} s")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def binance_provider(provider_binary: Path, fake_binance: FakeBinance) -> Iterator[str]:
+    """The real binary on a loopback port, talking to the fake Binance; yields its address."""
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [str(provider_binary)],
+        env=os.environ
+        | {
+            "PROVIDER_ADDR": address,
+            "BINANCE_BASE_URL": fake_binance.base_url,
+            "BINANCE_MAX_RETRIES": "0",
+            "RUST_LOG": "info",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_serving(address, proc)
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("binance-provider ignored SIGTERM for 15 s") from None
+
+
+async def test_mcp_client_gets_ticker_and_market_report_through_the_real_provider(
+    binance_provider: str, fake_binance: FakeBinance, gateway_factory: GatewayFactory
+) -> None:
+    gw = gateway_factory(
+        [ProviderConfig(name="binance", address=binance_provider, timeout_seconds=20)]
+    )
+    async with httpx.AsyncClient() as http:
+        ready = await http.get(f"{gw.base_url}/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["providers"] == [
+        {"name": "binance", "address": binance_provider, "status": "SERVING"}
+    ]
+
+    async with mcp_session(gw.mcp_url) as session:
+        listed = await session.list_tools()
+        tools = {t.name: t for t in listed.tools}
+        assert set(tools) >= BINANCE_TOOLS
+        assert tools["binance.get_ticker"].input_schema["required"] == ["symbol"]
+
+        ticker = await session.call_tool("binance.get_ticker", {"symbol": SYMBOL})
+        assert isinstance(ticker, types.CallToolResult)
+        assert not ticker.is_error, ticker.content
+        assert isinstance(ticker.structured_content, dict)
+        assert ticker.structured_content["symbol"] == SYMBOL
+        assert ticker.structured_content["last_price"] == float(LAST_PRICE)
+
+        report = await session.call_tool("binance.market_report", {"symbol": SYMBOL})
+        assert isinstance(report, types.CallToolResult)
+        assert not report.is_error, report.content
+        markdown = report.content[0]
+        assert isinstance(markdown, types.TextContent)
+        assert markdown.text.lstrip().startswith("#")
+        assert SYMBOL in markdown.text
+        assert isinstance(report.structured_content, dict)
+
+        rejected = await session.call_tool("binance.get_ticker", {"symbol": "NOPEUSDT"})
+        assert isinstance(rejected, types.CallToolResult)
+        assert rejected.is_error
+        message = rejected.content[0]
+        assert isinstance(message, types.TextContent)
+        assert "provider 'binance'" in message.text
+        assert "-1121" in message.text
+
+    paths = {path for path, _ in fake_binance.requests}
+    assert paths == {"/api/v3/ticker/24hr", "/api/v3/depth", "/api/v3/klines", "/api/v3/trades"}
+    assert ("/api/v3/ticker/24hr", {"symbol": SYMBOL}) in fake_binance.requests
