@@ -1,0 +1,203 @@
+//! The compiled `binance-provider` binary: CLI, `healthcheck` both ways, shutdown on signals.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{FakeBinance, Provider, invoke, ok, test_config};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_binance-provider");
+
+/// The binary with a clean environment for the variables it reads.
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "PROVIDER_ADDR",
+        "BINANCE_BASE_URL",
+        "BINANCE_TIMEOUT_MS",
+        "BINANCE_CONNECT_TIMEOUT_MS",
+        "BINANCE_MAX_RETRIES",
+        "BINANCE_RETRY_BACKOFF_MS",
+        "BINANCE_RETRY_AFTER_MAX_MS",
+        "REPORT_CACHE_TTL_MS",
+        "SHUTDOWN_GRACE_MS",
+        "HEALTHCHECK_TIMEOUT_MS",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info").kill_on_drop(true);
+    cmd
+}
+
+async fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .expect("binary did not exit")
+        .expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn help_and_version() {
+    let (code, stdout, _) = run(command().arg("--help")).await;
+    assert_eq!(code, 0);
+    for needle in [
+        "healthcheck",
+        "PROVIDER_ADDR",
+        "BINANCE_BASE_URL",
+        "BINANCE_TIMEOUT_MS",
+    ] {
+        assert!(stdout.contains(needle), "--help lacks {needle}:\n{stdout}");
+    }
+    let (code, stdout, _) = run(command().arg("--version")).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("binance-provider {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_succeeds_against_a_serving_server() {
+    let fake = FakeBinance::start().await;
+    let provider = Provider::start(test_config(&fake.url)).await;
+    // 0.0.0.0 (what the container listens on) is dialled as 127.0.0.1.
+    let addr = format!("0.0.0.0:{}", provider.addr.port());
+    let (code, _, stderr) = run(command().arg("healthcheck").env("PROVIDER_ADDR", addr)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(command()
+        .args(["healthcheck", "--service", "provider.v1.Provider", "--addr"])
+        .arg(provider.addr.to_string()))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn healthcheck_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let (code, _, stderr) = run(command()
+        .arg("healthcheck")
+        .env("PROVIDER_ADDR", format!("127.0.0.1:{port}")))
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unhealthy"), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn healthcheck_fails_against_a_server_that_is_not_grpc() {
+    // The fake Binance speaks HTTP/1 only: connecting works, the health call does not.
+    let fake = FakeBinance::start().await;
+    let addr = fake.url.trim_start_matches("http://").to_string();
+    let (code, _, stderr) = run(command()
+        .arg("healthcheck")
+        .env("PROVIDER_ADDR", addr)
+        .env("HEALTHCHECK_TIMEOUT_MS", "1000"))
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unhealthy"), "{stderr}");
+}
+
+#[tokio::test]
+async fn healthcheck_fails_for_an_unknown_service() {
+    let fake = FakeBinance::start().await;
+    let provider = Provider::start(test_config(&fake.url)).await;
+    let (code, _, stderr) = run(command()
+        .args(["healthcheck", "--service", "nope.v1.Nope"])
+        .env("PROVIDER_ADDR", provider.addr.to_string()))
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unhealthy"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_base_url_is_refused_at_startup() {
+    let (code, _, stderr) = run(command()
+        .env("PROVIDER_ADDR", "127.0.0.1:0")
+        .env("BINANCE_BASE_URL", "ftp://example.com"))
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("BINANCE_BASE_URL"), "{stderr}");
+}
+
+/// Starts the binary on a random port and waits for its "listening" log line.
+async fn spawn_server(fake: &FakeBinance) -> (Child, std::net::SocketAddr) {
+    let mut child = command()
+        .env("PROVIDER_ADDR", "127.0.0.1:0")
+        .env("BINANCE_BASE_URL", &fake.url)
+        .env("BINANCE_TIMEOUT_MS", "500")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn binary");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("listening") {
+                let token = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .expect("addr= in the listening line");
+                return token.parse().expect("socket address");
+            }
+        }
+        panic!("binary exited before listening");
+    })
+    .await
+    .expect("no listening line");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+async fn stops_on(signal: libc::c_int) {
+    let fake = FakeBinance::start().await;
+    let (mut child, addr) = spawn_server(&fake).await;
+    let mut client =
+        binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    ok(invoke(
+        &mut client,
+        "binance.get_ticker",
+        json!({"symbol": "BTCUSDT"}),
+    )
+    .await);
+
+    let pid = child.id().expect("pid") as libc::pid_t;
+    let started = Instant::now();
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("did not exit within 5 s of the signal")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    stops_on(libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigint_shuts_down_gracefully() {
+    stops_on(libc::SIGINT).await;
+}
