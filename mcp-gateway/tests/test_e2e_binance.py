@@ -1,7 +1,10 @@
 """End to end: MCP client → gateway → the real ``binance-provider`` binary → a fake Binance.
 
-The binary is built from ../providers/binance-rs with cargo (``make test`` builds it first in
-test-provider, so this is usually a no-op). A build failure fails these tests: they never skip.
+The binary is ``$BINANCE_PROVIDER_BIN`` when set (e.g. a container that received the built
+binary), else it is built from ../providers/binance-rs with cargo (``make test`` builds it first in
+test-provider, so this is usually a no-op). A missing binary or a failed build fails these tests:
+they never skip. Marked ``e2e`` so a toolchain-less run can deselect them explicitly
+(``pytest -m "not e2e"``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ BINANCE_TOOLS = {
 
 @pytest.fixture(scope="session")
 def provider_binary() -> Path:
-    """Build the provider (cargo is incremental); fail, never skip, when it cannot be built."""
+    """The provider binary: ``$BINANCE_PROVIDER_BIN`` when set, else built with cargo.
+
+    cargo is incremental (``make test`` has built it in test-provider already). Any failure
+    fails the tests: they never skip.
+    """
+    prebuilt = os.environ.get("BINANCE_PROVIDER_BIN")
+    if prebuilt:
+        path = Path(prebuilt)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.fail(f"BINANCE_PROVIDER_BIN={prebuilt!r} is not an executable file")
+        return path
     try:
         done = subprocess.run(
             ["cargo", "build", "--locked", "--manifest-path", str(MANIFEST)],
@@ -118,6 +131,7 @@ def binance_provider(provider_binary: Path, fake_binance: FakeBinance) -> Iterat
             raise AssertionError("binance-provider ignored SIGTERM for 15 s") from None
 
 
+@pytest.mark.e2e
 async def test_mcp_client_gets_ticker_and_market_report_through_the_real_provider(
     binance_provider: str, fake_binance: FakeBinance, gateway_factory: GatewayFactory
 ) -> None:

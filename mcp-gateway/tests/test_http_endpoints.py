@@ -90,11 +90,21 @@ def test_mcp_without_or_with_a_wrong_token_is_401_and_health_stays_open(
         {"Authorization": "Bearer wrong"},
         {"Authorization": TOKEN},
         {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer"},
     ):
         response = httpx.post(gw.mcp_url, json=INITIALIZE, headers=MCP_HEADERS | headers, timeout=5)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"].startswith("Bearer")
     assert httpx.get(f"{gw.base_url}/health", timeout=5).status_code == 200
+    # The scheme is case-insensitive; the token is the credential.
+    accepted = httpx.post(
+        gw.mcp_url,
+        json=INITIALIZE,
+        headers=MCP_HEADERS | {"Authorization": f"bearer {TOKEN}"},
+        timeout=5,
+    )
+    assert accepted.status_code == 200
 
 
 async def test_mcp_with_the_token_works(

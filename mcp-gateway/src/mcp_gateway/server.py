@@ -108,23 +108,27 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                # The scheme is case-insensitive (RFC 9110); the token is not.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self._expected
+                )
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            provided = b""
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    provided = value
-                    break
-            if not hmac.compare_digest(provided, self._expected):
-                response = JSONResponse(
-                    {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway"'},
-                )
-                await response(scope, receive, send)
-                return
+        if scope["type"] == "http" and not self._authorized(scope):
+            response = JSONResponse(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway"'},
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
