@@ -1,0 +1,1 @@
+"""Tests against a real Dagger engine (marker `engine`); they skip when none is reachable."""
