@@ -31,7 +31,7 @@ from mcp_gateway.server import create_app
 
 T = TypeVar("T")
 
-Mode = Literal["ok", "slow", "error"]
+Mode = Literal["ok", "slow", "error", "crash", "garbage"]
 
 ECHO_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -84,6 +84,7 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
                     description="Returns a JSON array.",
                     input_schema_json=json.dumps(LIST_SCHEMA),
                 ),
+                *self.owner.extra_tools,
             ],
         )
 
@@ -94,6 +95,10 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
         owner.calls.append(request)
         if owner.mode == "slow":
             await asyncio.sleep(owner.slow_seconds)
+        if owner.mode == "crash":
+            await context.abort(grpc.StatusCode.INTERNAL, "panicked at src/tools.rs:42")
+        if owner.mode == "garbage":
+            return provider_pb2.InvokeResponse(result=provider_pb2.ToolResult(json="{not json"))
         if owner.mode == "error":
             return provider_pb2.InvokeResponse(
                 error=provider_pb2.ToolError(
@@ -125,13 +130,16 @@ class FakeProvider:
     """A provider.v1 + grpc.health.v1 server on 127.0.0.1 whose behaviour a test sets.
 
     ``mode``: ``ok`` answers, ``slow`` sleeps ``slow_seconds`` before answering, ``error``
-    returns a ToolError. ``stop()`` takes it down (the port stays reserved for ``start()``).
+    returns a ToolError, ``crash`` fails the RPC with INTERNAL, ``garbage`` returns invalid JSON.
+    ``extra_tools`` are appended to ListCapabilities. ``stop()`` takes it down; ``start()``
+    brings it back on the same port.
     """
 
     def __init__(self) -> None:
         self.mode: Mode = "ok"
         self.slow_seconds = 30.0
         self.calls: list[provider_pb2.InvokeRequest] = []
+        self.extra_tools: list[provider_pb2.Tool] = []
         self.port = 0
         self._loop = _LoopThread("fake-provider")
         self._server: grpc.aio.Server | None = None

@@ -9,11 +9,13 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from mcp_gateway._proto.provider.v1 import provider_pb2
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.support import (
     ECHO_SCHEMA,
     FakeProvider,
+    Mode,
     RunningGateway,
     free_port,
     mcp_session,
@@ -180,3 +182,45 @@ async def test_disabled_provider_is_ignored(
     async with mcp_session(gw.mcp_url) as session:
         assert (await session.list_tools()).tools == []
     assert provider.calls == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (
+            "crash",
+            "provider 'fake' at {address} failed the call with gRPC status INTERNAL: panicked",
+        ),
+        ("garbage", "fake.echo: provider 'fake' sent a result that is not valid JSON"),
+    ],
+)
+async def test_broken_provider_answers_become_tool_errors(
+    gateway: RunningGateway, provider: FakeProvider, mode: Mode, expected: str
+) -> None:
+    provider.mode = mode
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        assert isinstance(result, types.CallToolResult)
+        assert result.is_error
+        assert expected.format(address=provider.address) in _texts(result)[0]
+        # The session survives: the next call works.
+        provider.mode = "ok"
+        again = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        assert isinstance(again, types.CallToolResult)
+        assert not again.is_error
+
+
+async def test_tools_with_unusable_schemas_are_left_out(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    provider.extra_tools = [
+        provider_pb2.Tool(name="fake.bad_json", input_schema_json="{oops"),
+        provider_pb2.Tool(name="fake.not_object", input_schema_json="[1, 2]"),
+        provider_pb2.Tool(name="fake.no_type", input_schema_json='{"properties": {}}'),
+    ]
+    gw = gateway_factory([ProviderConfig(name="fake", address=provider.address)])
+    async with mcp_session(gw.mcp_url) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert set(tools) == {"fake.echo", "fake.list", "fake.no_type"}
+    # MCP requires an object schema; a schema without "type" gets it.
+    assert tools["fake.no_type"].input_schema == {"type": "object", "properties": {}}
