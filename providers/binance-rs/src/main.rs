@@ -141,6 +141,12 @@ async fn shutdown_signal() {
 
 async fn run_server(args: ServeArgs) -> ExitCode {
     init_logging(&args.log_format);
+    let config = args.config();
+    // Refuse a bad configuration before taking the port, so a restart loop says why at once.
+    if let Err(e) = binance_provider::binance::BinanceClient::new(&config) {
+        error!(error = %e, "invalid configuration");
+        return ExitCode::FAILURE;
+    }
     let listener = match tokio::net::TcpListener::bind(args.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -148,7 +154,7 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server::serve(listener, args.config(), shutdown_signal()).await {
+    match server::serve(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "server stopped");

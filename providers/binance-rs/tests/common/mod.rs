@@ -64,6 +64,11 @@ impl Drop for FakeBinance {
 
 impl FakeBinance {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts the fake on `addr` (port 0 picks a free port).
+    pub async fn start_on(addr: &str) -> Self {
         let state = Arc::new(FakeState {
             mode: Mutex::new(None),
             failures_left: AtomicUsize::new(0),
@@ -72,7 +77,7 @@ impl FakeBinance {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&state));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+        let listener = TcpListener::bind(addr).await.expect("bind fake");
         let addr = listener.local_addr().expect("fake addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake serve");
