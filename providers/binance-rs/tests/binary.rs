@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{FakeBinance, Provider, invoke, ok, test_config};
+use common::{FakeBinance, Mode, Provider, invoke, ok, test_config};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -136,11 +136,12 @@ async fn a_bad_base_url_is_refused_at_startup() {
 }
 
 /// Starts the binary on a random port and waits for its "listening" log line.
-async fn spawn_server(fake: &FakeBinance) -> (Child, std::net::SocketAddr) {
+async fn spawn_server(fake: &FakeBinance, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
     let mut child = command()
         .env("PROVIDER_ADDR", "127.0.0.1:0")
         .env("BINANCE_BASE_URL", &fake.url)
         .env("BINANCE_TIMEOUT_MS", "500")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -167,7 +168,7 @@ async fn spawn_server(fake: &FakeBinance) -> (Child, std::net::SocketAddr) {
 
 async fn stops_on(signal: libc::c_int) {
     let fake = FakeBinance::start().await;
-    let (mut child, addr) = spawn_server(&fake).await;
+    let (mut child, addr) = spawn_server(&fake, &[]).await;
     let mut client =
         binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
             .await
@@ -200,4 +201,57 @@ async fn sigterm_shuts_down_gracefully() {
 #[tokio::test]
 async fn sigint_shuts_down_gracefully() {
     stops_on(libc::SIGINT).await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_stuck_call_beyond_the_grace_period() {
+    let fake = FakeBinance::start().await;
+    fake.fail(Mode::Hang, usize::MAX);
+    let (mut child, addr) = spawn_server(
+        &fake,
+        &[
+            ("BINANCE_TIMEOUT_MS", "30000"),
+            ("SHUTDOWN_GRACE_MS", "1000"),
+        ],
+    )
+    .await;
+    let mut client =
+        binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let call = tokio::spawn(async move {
+        client
+            .invoke(binance_provider::proto::InvokeRequest {
+                tool: "binance.get_ticker".into(),
+                arguments_json: r#"{"symbol":"BTCUSDT"}"#.into(),
+                request_id: "stuck".into(),
+            })
+            .await
+    });
+    // Poll until the call is in flight (it has reached the fake), then signal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.hits("/api/v3/ticker/24hr").is_empty() {
+        assert!(Instant::now() < deadline, "the call never reached the fake");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let pid = child.id().expect("pid") as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("did not exit within 5 s of SIGTERM")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "did not wait for the grace period: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // The stuck call ends with a transport error instead of hanging the client.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("client hung");
+    assert!(outcome.unwrap().is_err());
 }
