@@ -133,6 +133,24 @@ async fn a_bad_base_url_is_refused_at_startup() {
     .await;
     assert_ne!(code, 0);
     assert!(stderr.contains("BINANCE_BASE_URL"), "{stderr}");
+
+    // The same failure as structured logs: one JSON object per line.
+    let (code, _, stderr) = run(command()
+        .env("PROVIDER_ADDR", "127.0.0.1:0")
+        .env("BINANCE_BASE_URL", "ftp://example.com")
+        .env("LOG_FORMAT", "json"))
+    .await;
+    assert_ne!(code, 0);
+    let line: serde_json::Value = serde_json::from_str(stderr.lines().next().expect("a log line"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    assert_eq!(line["level"], "ERROR");
+    assert!(
+        line["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ftp://example.com"),
+        "{line}"
+    );
 }
 
 /// Starts the binary on a random port and waits for its "listening" log line.
