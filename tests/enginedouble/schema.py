@@ -133,8 +133,15 @@ def _fields_of(node: ast.ClassDef) -> list[_FieldDef]:
             if isinstance(callee, ast.Name) and callee.id == "Arg":
                 gql_arg = sub.args[0]
                 py_arg = sub.args[1]
-                if isinstance(gql_arg, ast.Constant) and isinstance(py_arg, ast.Name):
-                    args.append(_ArgDef(str(gql_arg.value), params[py_arg.id]))
+                # The value is the parameter itself or an expression of it
+                # (`[] if ignore is None else ignore`).
+                names = [
+                    n.id for n in ast.walk(py_arg) if isinstance(n, ast.Name) and n.id in params
+                ]
+                if isinstance(gql_arg, ast.Constant) and names:
+                    args.append(_ArgDef(str(gql_arg.value), params[names[0]]))
+                elif isinstance(gql_arg, ast.Constant):
+                    raise ValueError(f"{node.name}.{fn.name}: cannot type Arg {gql_arg.value!r}")
             elif isinstance(callee, ast.Attribute):
                 if callee.attr == "_select" and sub.args:
                     first = sub.args[0]

@@ -1,6 +1,7 @@
-"""Build, test, publish and deploy mcp-trader: a Rust gRPC market-data provider and a Python MCP gateway.
+"""Build, test, publish and deploy mcp-trader.
 
-The same functions run on a laptop (`dagger call build-all`) and in GitHub Actions.
+mcp-trader is a Rust gRPC market-data provider and a Python MCP gateway. The same functions run
+on a laptop (`dagger call build-all`) and in GitHub Actions.
 """
 
 from .main import McpTrader as McpTrader

@@ -7,21 +7,214 @@ Each function is a thin entry point; the work lives in one module per job
 from typing import Annotated
 
 import dagger
-from dagger import DefaultPath, Doc, Ignore, function, object_type
+from dagger import DefaultPath, Doc, Ignore, check, function, object_type
 
+from mcp_trader import checks as _checks
 from mcp_trader import deploy as _deploy
+from mcp_trader import gateway as _gateway
+from mcp_trader import provider as _provider
+from mcp_trader.errors import run_all as _run_all
+from mcp_trader.sources import SOURCE_IGNORE
+
+PLATFORM_DOC = "Target platform: linux/amd64 (default) or linux/arm64."
 
 
 @object_type
 class McpTrader:
-    """mcp-trader's pipeline: build both images, test them, publish them to GHCR, deploy them over SSH."""
+    """mcp-trader's pipeline: build both images, test them, publish to GHCR, deploy over SSH."""
 
     source: Annotated[
         dagger.Directory,
         Doc("The repository root. Defaults to the directory holding dagger.json."),
         DefaultPath("/"),
-        Ignore([".git", "**/target", "**/.venv", "**/__pycache__", "ci/sdk"]),
+        Ignore(SOURCE_IGNORE),
     ]
+
+    # --- Build and test (issue 7): the two images, their builders, the checks -----------------
+    @function
+    async def build_provider(
+        self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
+    ) -> dagger.Container:
+        """Build the binance-provider runtime image: distroless, non-root, port 50053.
+
+        Chain it: `terminal`, `export --path ./provider.tar`, `as-service up --ports 50053:50053`.
+        """
+        return await _provider.build(self.source, platform)
+
+    @function
+    def build_gateway(
+        self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
+    ) -> dagger.Container:
+        """Build the mcp-gateway runtime image: slim Python, non-root, port 3001.
+
+        Chain it: `terminal`, `export --path ./gateway.tar`, `as-service up --ports 3001:3001`.
+        """
+        return _gateway.build(self.source, platform)
+
+    @function
+    async def build_all(
+        self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
+    ) -> str:
+        """Build both images concurrently; print each one's name, platform and size.
+
+        Fails if either build fails, naming it and showing the compiler's output.
+        """
+
+        async def built(name: str, ctr: dagger.Container) -> str:
+            ctr = await ctr.sync()
+            size = await ctr.as_tarball().size()
+            return f"{name:<18} {await ctr.platform():<13} {size / 1e6:8.1f} MB (OCI tarball)"
+
+        async def provider() -> str:
+            return await built("binance-provider", await _provider.build(self.source, platform))
+
+        async def gateway() -> str:
+            return await built("mcp-gateway", _gateway.build(self.source, platform))
+
+        lines = await _run_all({"build-provider": provider, "build-gateway": gateway})
+        return "\n".join(lines.values()) + "\n"
+
+    @function
+    async def provider_builder(
+        self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
+    ) -> dagger.Container:
+        """The Rust build container (sources, fetched dependencies, caches), for debugging:
+        `dagger call provider-builder terminal`."""
+        ctr, _ = await _provider.builder(self.source, platform)
+        return ctr
+
+    @function
+    def gateway_builder(
+        self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
+    ) -> dagger.Container:
+        """The Python build container (the production virtualenv at /app/.venv), for debugging:
+        `dagger call gateway-builder terminal`."""
+        return _gateway.builder(self.source, platform)
+
+    @function
+    async def test(self) -> None:
+        """Run the whole test suite in containers, Rust and Python concurrently.
+
+        cargo fmt --check, clippy -D warnings, cargo test; ruff, ruff format --check, mypy,
+        pytest. Fails naming every failed check, with its output.
+        """
+        await _checks.run_every(self.source)
+
+    @function
+    @check
+    async def provider_format(self) -> None:
+        """Check the provider's formatting (cargo fmt --check)."""
+        await _checks.run(self.source, "provider-format")
+
+    @function
+    @check
+    async def provider_lint(self) -> None:
+        """Lint the provider with clippy, warnings as errors."""
+        await _checks.run(self.source, "provider-lint")
+
+    @function
+    @check
+    async def provider_tests(self) -> None:
+        """Run the provider's unit and integration tests (cargo test --locked)."""
+        await _checks.run(self.source, "provider-tests")
+
+    @function
+    @check
+    async def gateway_lint(self) -> None:
+        """Lint the gateway (ruff check, ruff format --check)."""
+        await _checks.run(self.source, "gateway-lint")
+
+    @function
+    @check
+    async def gateway_types(self) -> None:
+        """Type-check the gateway (mypy, strict)."""
+        await _checks.run(self.source, "gateway-types")
+
+    @function
+    @check
+    async def gateway_tests(self) -> None:
+        """Run the gateway's tests (pytest)."""
+        await _checks.run(self.source, "gateway-tests")
+
+    # --- Publish (issue 4): the tag rules (tags.py) and pushing both images (publish.py) ------
+    # Imports stay inside the functions so this area is one block of the shared file.
+    @function
+    def tags(
+        self,
+        sha: Annotated[str, Doc("The commit: 7 to 40 hex digits (github.sha).")],
+        ref: Annotated[
+            str,
+            Doc("The full git ref (github.ref): refs/heads/B, refs/tags/T or refs/pull/N/merge."),
+        ],
+        default_branch: Annotated[str, Doc("The branch whose builds also get `latest`.")] = "main",
+    ) -> list[str]:
+        """The tags `publish` would push for this commit and ref, in push order (a dry run).
+
+        Example: --sha 1a2b3c4 --ref refs/heads/main -> sha-1a2b3c4, main, latest.
+        A ref these rules cannot tag is refused with the reason.
+        """
+        from mcp_trader.tags import image_tags
+
+        return image_tags(sha=sha, ref=ref, default_branch=default_branch)
+
+    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    async def publish(
+        self,
+        repository: Annotated[
+            str, Doc("owner/repo (github.repository); lowercased in the image names.")
+        ],
+        username: Annotated[str, Doc("Registry user name (on GHCR: github.actor).")],
+        password: Annotated[
+            dagger.Secret,
+            Doc("Registry token with write access to packages, e.g. env://GITHUB_TOKEN."),
+        ],
+        sha: Annotated[str, Doc("The commit being published: 7 to 40 hex digits (github.sha).")],
+        ref: Annotated[
+            str,
+            Doc("The full git ref (github.ref): refs/heads/B, refs/tags/T or refs/pull/N/merge."),
+        ],
+        registry: Annotated[str, Doc("Registry host[:port].")] = "ghcr.io",
+        platforms: Annotated[
+            list[str] | None,
+            Doc("Platforms of the images: linux/amd64 (default), linux/arm64, or both."),
+        ] = None,
+        default_branch: Annotated[str, Doc("The branch whose builds also get `latest`.")] = "main",
+        allow_pr: Annotated[
+            bool, Doc("Publish a pull request ref (refs/pull/N/...) as pr-N; refused otherwise.")
+        ] = False,
+        created: Annotated[
+            str | None,
+            Doc("The `created` label, RFC 3339 UTC (e.g. the commit time); default: now."),
+        ] = None,
+    ) -> list[str]:
+        """Build both images, then push them under every tag of this commit and ref.
+
+        Everything is checked before anything runs; every platform of both images is built
+        before the first push; `sha-` tags go first and `latest` last; transient registry errors
+        are retried. Returns each pushed reference with its digest (image:tag@sha256:...).
+        """
+        from mcp_trader import gateway, provider
+        from mcp_trader.publish import DEFAULT_PLATFORMS, publish_images
+
+        async def build(service: str, platform: dagger.Platform) -> dagger.Container:
+            # The same builds as build-provider / build-gateway.
+            if service == "binance-provider":
+                return await provider.build(self.source, platform)
+            return gateway.build(self.source, platform)
+
+        return await publish_images(
+            build,
+            repository=repository,
+            username=username,
+            password=password,
+            sha=sha,
+            ref=ref,
+            registry=registry,
+            platforms=DEFAULT_PLATFORMS if platforms is None else platforms,
+            default_branch=default_branch,
+            allow_pr=allow_pr,
+            created=created,
+        )
 
     # --- Deploy (issue 6): ship compose.yml + deploy/ over SSH, run deploy/mcp-trader-deploy.sh ---
     # dagger-io 0.21.11's typing overloads of `function` omit its `cache` parameter (the runtime
@@ -173,4 +366,43 @@ class McpTrader:
             known_hosts=known_hosts,
             registry_password=None,
             run_id=run_id or _deploy.new_run_id(),
+        )
+
+    # --- CI (issue 5): what .github/workflows/ci.yml calls; the decisions live in pipeline.py ---
+    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    async def ci(
+        self,
+        sha: Annotated[str, Doc("The commit being built: 7 to 40 hex digits (github.sha).")],
+        ref: Annotated[
+            str,
+            Doc("The full git ref (github.ref): refs/heads/B, refs/tags/T or refs/pull/N/merge."),
+        ],
+        repository: Annotated[
+            str, Doc("owner/repo (github.repository); images go to ghcr.io/owner/repo/<service>.")
+        ],
+        username: Annotated[
+            str | None, Doc("Registry user (github.actor); needed only when the ref publishes.")
+        ] = None,
+        password: Annotated[
+            dagger.Secret | None,
+            Doc("Registry token, e.g. env://GITHUB_TOKEN; needed only when the ref publishes."),
+        ] = None,
+        default_branch: Annotated[str, Doc("The branch whose pushes publish `latest`.")] = "main",
+    ) -> str:
+        """Test and build both images concurrently; publish them for the default branch or a v* tag.
+
+        Pull requests, other branches and other tags are tested and built only, and the output
+        says so. A failure names its stage (test, build provider, build gateway, publish).
+        """
+        from mcp_trader import pipeline
+
+        return await pipeline.run_ci(
+            test=self.test,
+            build=pipeline.service_builder(self.source),
+            sha=sha,
+            ref=ref,
+            repository=repository,
+            username=username,
+            password=password,
+            default_branch=default_branch,
         )

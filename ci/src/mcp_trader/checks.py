@@ -1,0 +1,89 @@
+"""The test suite in containers: Rust format, lints and tests; Python lint, types and tests.
+
+Each check is one command in its toolchain's check container (same caches as the builds) and
+fails with the tool's own output. `run_all` starts every check before awaiting any, so the Rust
+and Python suites run in the engine at the same time, and reports every failure together.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import dagger
+
+from . import gateway, provider
+from .errors import run_all
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named command run in a check container."""
+
+    name: str
+    description: str
+    container: Callable[[dagger.Directory], dagger.Container]
+    commands: tuple[tuple[str, ...], ...]
+
+
+CHECKS: Final = (
+    Check(
+        "provider-format",
+        "cargo fmt --check",
+        provider.checker,
+        (("cargo", "fmt", "--check"),),
+    ),
+    Check(
+        "provider-lint",
+        "cargo clippy, warnings as errors",
+        provider.checker,
+        (("cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"),),
+    ),
+    Check(
+        "provider-tests",
+        "cargo test --locked",
+        provider.checker,
+        (("cargo", "test", "--locked"),),
+    ),
+    Check(
+        "gateway-lint",
+        "ruff check and ruff format --check",
+        gateway.checker,
+        (
+            ("uv", "run", "--locked", "ruff", "check", "."),
+            ("uv", "run", "--locked", "ruff", "format", "--check", "."),
+        ),
+    ),
+    Check(
+        "gateway-types",
+        "mypy (strict, per mcp-gateway/pyproject.toml)",
+        gateway.checker,
+        (("uv", "run", "--locked", "mypy"),),
+    ),
+    Check(
+        "gateway-tests",
+        "pytest",
+        gateway.checker,
+        (("uv", "run", "--locked", "pytest"),),
+    ),
+)
+BY_NAME: Final = {c.name: c for c in CHECKS}
+
+
+async def run(source: dagger.Directory, name: str) -> None:
+    """Run one check by name; raises (dagger.ExecError, with the tool's output) when it fails."""
+    try:
+        check = BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown check {name!r}: expected one of {', '.join(BY_NAME)}") from None
+    ctr = check.container(source)
+    for command in check.commands:
+        ctr = ctr.with_exec(list(command))
+    await ctr.sync()
+
+
+async def run_every(source: dagger.Directory) -> None:
+    """Run every check concurrently; one error naming each failed check if any fails."""
+    await run_all({c.name: functools.partial(run, source, c.name) for c in CHECKS})

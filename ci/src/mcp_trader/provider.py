@@ -1,0 +1,205 @@
+"""The `binance-provider` image: a Rust build container and a distroless runtime image.
+
+Caching, from the outside in (each layer survives the changes below it):
+- the cargo registry and git checkouts live in two cache volumes shared with every Rust job of
+  this module (`cargo fetch` only adds to them);
+- dependencies are fetched with only `Cargo.toml` + `Cargo.lock` in place, so the fetch step is
+  reused until the lock file changes;
+- `target/` is a cache volume private to this crate, so a one-line change recompiles this crate
+  only; the binary is copied out of that mount in the same exec (a cache mount is not part of the
+  container's filesystem: reading it in a later step would see nothing or someone else's build);
+- the inputs are only what the build reads (the crate's manifests, `build.rs`, `src/`, and the
+  `.proto` contract), so an edit under `mcp-gateway/` or the docs leaves this build cached.
+
+Other platforms are cross-compiled on the engine's own platform (a cross gcc as linker and C
+compiler for `ring`), never emulated; only the runtime image is assembled for the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import dagger
+from dagger import dag
+
+from . import platforms
+from .labels import oci_labels
+
+#: Official Rust image, pinned to the toolchain `make test` uses (edition 2024, rust-version 1.88).
+RUST_IMAGE: Final = "rust:1.95.0-slim-bookworm"
+#: Distroless glibc base (libgcc, libc, CA certificates, no shell), uid 65532 "nonroot". Pinned by
+#: digest (the tag moves with Debian security updates; bump the digest deliberately).
+RUNTIME_IMAGE: Final = (
+    "gcr.io/distroless/cc-debian12:nonroot"
+    "@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f"
+)
+
+CRATE: Final = "providers/binance-rs"
+PROTO: Final = "providers/proto"
+#: What `cargo build` reads from the crate (build.rs compiles ../proto).
+MANIFESTS: Final = ("Cargo.toml", "Cargo.lock")
+BUILD_INPUTS: Final = (*MANIFESTS, "build.rs", "src")
+#: The checks also read the integration tests.
+CHECK_INPUTS: Final = (*BUILD_INPUTS, "tests")
+
+WORKDIR: Final = f"/src/{CRATE}"
+TARGET_DIR: Final = f"{WORKDIR}/target"
+CARGO_HOME: Final = "/usr/local/cargo"  # the official image's CARGO_HOME
+OUT: Final = "/out/binance-provider"
+
+BINARY: Final = "binance-provider"
+BINARY_PATH: Final = f"/usr/local/bin/{BINARY}"
+PORT: Final = 50053
+#: distroless's "nonroot" user, set explicitly so the image never depends on the base's default.
+USER: Final = "65532:65532"
+
+CACHE_REGISTRY: Final = "mcp-trader-cargo-registry"
+CACHE_GIT: Final = "mcp-trader-cargo-git"
+CACHE_TARGET: Final = "mcp-trader-provider-target"
+
+TITLE: Final = "binance-provider"
+DESCRIPTION: Final = "provider.v1 gRPC server with read-only Binance spot market data tools"
+
+#: Builds then copies the binary out of the target cache mount, in one exec. The script is fixed:
+#: the target triple arrives as the positional parameter $1, never spliced into the text.
+BUILD_SCRIPT: Final = (
+    "set -eu\n"
+    'cargo build --release --locked --target "$1"\n'
+    "mkdir -p /out\n"
+    f'cp "target/$1/release/{BINARY}" {OUT}\n'
+)
+
+
+@dataclass(frozen=True)
+class RustTarget:
+    """How to compile for one platform from another: the triple and Debian's cross toolchain."""
+
+    triple: str
+    gcc_package: str
+    libc_package: str
+    gcc: str
+
+    @property
+    def env_suffix(self) -> str:
+        """The triple as cargo's and the cc crate's environment variables spell it."""
+        return self.triple.replace("-", "_")
+
+
+TARGETS: Final = {
+    "linux/amd64": RustTarget(
+        "x86_64-unknown-linux-gnu",
+        "gcc-x86-64-linux-gnu",
+        "libc6-dev-amd64-cross",
+        "x86_64-linux-gnu-gcc",
+    ),
+    "linux/arm64": RustTarget(
+        "aarch64-unknown-linux-gnu",
+        "gcc-aarch64-linux-gnu",
+        "libc6-dev-arm64-cross",
+        "aarch64-linux-gnu-gcc",
+    ),
+}
+
+
+def cargo_caches(ctr: dagger.Container) -> dagger.Container:
+    """Mount the shared cargo registry and git caches (every Rust job of the module uses them)."""
+    return ctr.with_mounted_cache(
+        f"{CARGO_HOME}/registry",
+        dag.cache_volume(CACHE_REGISTRY),
+        sharing=dagger.CacheSharingMode.SHARED,
+    ).with_mounted_cache(
+        f"{CARGO_HOME}/git",
+        dag.cache_volume(CACHE_GIT),
+        sharing=dagger.CacheSharingMode.SHARED,
+    )
+
+
+def with_cross_toolchain(ctr: dagger.Container, target: RustTarget) -> dagger.Container:
+    """Add the Rust std for `target` and Debian's cross gcc as its linker and C compiler."""
+    upper = target.env_suffix.upper()
+    return (
+        ctr.with_exec(["apt-get", "update"])
+        .with_exec(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                target.gcc_package,
+                target.libc_package,
+            ]
+        )
+        .with_exec(["rustup", "target", "add", target.triple])
+        .with_env_variable(f"CARGO_TARGET_{upper}_LINKER", target.gcc)
+        .with_env_variable(f"CC_{target.env_suffix}", target.gcc)
+    )
+
+
+def with_sources(
+    ctr: dagger.Container, source: dagger.Directory, inputs: tuple[str, ...]
+) -> dagger.Container:
+    """Fetch dependencies from the manifests alone, then add the sources and the .proto."""
+    crate = source.directory(CRATE)
+    return (
+        ctr.with_workdir(WORKDIR)
+        .with_directory(WORKDIR, crate, include=list(MANIFESTS))
+        .with_exec(["cargo", "fetch", "--locked"])
+        .with_directory(f"/src/{PROTO}", source.directory(PROTO))
+        .with_directory(WORKDIR, crate, include=list(inputs))
+        .with_mounted_cache(
+            TARGET_DIR,
+            dag.cache_volume(CACHE_TARGET),
+            sharing=dagger.CacheSharingMode.PRIVATE,
+        )
+    )
+
+
+async def builder(
+    source: dagger.Directory, platform: dagger.Platform | None = None
+) -> tuple[dagger.Container, RustTarget]:
+    """The build container for `platform` (on the engine's platform) and the target it builds."""
+    target_platform = platforms.check(platform)
+    target = TARGETS[str(target_platform)]
+    ctr = cargo_caches(dag.container().from_(RUST_IMAGE))
+    build_platform = platforms.normalize(str(await dag.default_platform()))
+    if build_platform != str(target_platform):
+        ctr = with_cross_toolchain(ctr, target)
+    return with_sources(ctr, source, BUILD_INPUTS), target
+
+
+async def build(
+    source: dagger.Directory, platform: dagger.Platform | None = None
+) -> dagger.Container:
+    """The runtime image of binance-provider for `platform` (linux/amd64 by default)."""
+    target_platform = platforms.check(platform)
+    build_ctr, target = await builder(source, target_platform)
+    binary = build_ctr.with_exec(["sh", "-c", BUILD_SCRIPT, "sh", target.triple]).file(OUT)
+    ctr = (
+        dag.container(platform=target_platform)
+        .from_(RUNTIME_IMAGE)
+        .with_file(BINARY_PATH, binary, permissions=0o755)
+        .with_user(USER)
+        .with_exposed_port(PORT, description="provider.v1 gRPC and grpc.health.v1")
+        .with_entrypoint([BINARY_PATH])
+        # The compose healthcheck's command too: exits 0 only when the health service is SERVING.
+        .with_docker_healthcheck(
+            [BINARY_PATH, "healthcheck"],
+            interval="10s",
+            timeout="3s",
+            start_period="5s",
+            retries=3,
+        )
+    )
+    for name, value in oci_labels(title=TITLE, description=DESCRIPTION).items():
+        ctr = ctr.with_label(name, value)
+    return ctr
+
+
+def checker(source: dagger.Directory) -> dagger.Container:
+    """The container the provider's checks run in: the build container plus rustfmt, clippy
+    and the integration tests, on the engine's platform, with the same caches."""
+    ctr = cargo_caches(dag.container().from_(RUST_IMAGE)).with_exec(
+        ["rustup", "component", "add", "rustfmt", "clippy"]
+    )
+    return with_sources(ctr, source, CHECK_INPUTS)
