@@ -13,6 +13,7 @@ import time
 import dagger
 import pytest
 from dagger import dag
+from mcp_trader.main import McpTrader
 from mcp_trader.pipeline import (
     CiError,
     Decision,
@@ -391,3 +392,111 @@ async def test_bad_input_fails_before_any_query(
         await run(monkeypatch, ref, **kw)
     # Only the secret lookup done by the test itself may have been sent.
     assert all("withExec" not in q.text and "from" not in q.text for q in engine.queries[before:])
+
+
+# ---------------------------------------------------------------------------------------------
+# `McpTrader.ci` itself: the module's real test suite and builds, through the engine double
+
+
+def module() -> McpTrader:
+    return McpTrader(source=dag.directory())  # type: ignore[call-arg]
+
+
+async def ci(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
+    args: dict[str, object] = {
+        "sha": SHA,
+        "ref": ref,
+        "repository": REPOSITORY,
+        "username": "octo-bot",
+        "password": token(monkeypatch),
+    }
+    args.update(kw)
+    # `ci`'s decorator is untyped (see main.py), so its result is Any until checked here.
+    report = await module().ci(**args)
+    assert isinstance(report, str)
+    return report
+
+
+def exec_args(engine: EngineDouble) -> list[list[str]]:
+    return [list(c.args["args"]) for c in engine.calls("withExec")]
+
+
+async def test_ci_function_on_a_pull_request_tests_and_builds_without_publish(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    report = await ci(monkeypatch, "refs/pull/12/merge", username=None, password=None)
+    text = queries_text(engine)
+    assert "publish" not in text and "withRegistryAuth" not in text
+    assert registry.pushed == []
+    assert "publish: skipped: pull request #12" in report
+    # The real suite ran: the Rust and Python checks are among the execs.
+    commands = exec_args(engine)
+    assert ["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"] in commands
+    assert ["uv", "run", "--locked", "pytest"] in commands
+
+
+async def test_ci_function_on_main_publishes_sha_branch_and_latest(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    report = await ci(monkeypatch, "refs/heads/main")
+    assert registry.pushed == [
+        f"{image}:{tag}"
+        for tag in ("sha-1a2b3c4", "main", "latest")
+        for image in (PROVIDER, GATEWAY)
+    ]
+    assert f"  {PROVIDER}:latest@{digest_for(PROVIDER + ':latest')}" in report.splitlines()
+    assert TOKEN not in queries_text(engine)
+    # The pushed containers carry the module's runtime images' entrypoints, not placeholders.
+    entrypoints = {str(c.receiver.arg("withEntrypoint", "args")) for c in engine.calls("publish")}
+    assert len(entrypoints) == 2
+
+
+async def test_ci_function_on_a_release_tag_publishes_versions_and_no_latest(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    await ci(monkeypatch, "refs/tags/v1.2.3")
+    tags = [address.rsplit(":", 1)[1] for address in registry.pushed]
+    assert tags == ["sha-1a2b3c4", "sha-1a2b3c4", "1.2.3", "1.2.3", "1.2", "1.2", "1", "1"]
+
+
+async def test_ci_function_names_a_failing_test_stage(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    engine.fail(
+        "withExec",
+        when=lambda step: list(step.args["args"])[:2] == ["cargo", "clippy"],
+        exit_code=101,
+        stderr="error: unused variable: `spread`",
+    )
+    with pytest.raises(CiError) as failure:
+        await ci(monkeypatch, "refs/heads/main")
+    message = str(failure.value)
+    assert message.startswith("ci failed at stage 'test': ")
+    assert "provider-lint" in message and "unused variable: `spread`" in message
+    assert [stage for stage, _ in failure.value.failures] == ["test"]
+    assert registry.pushed == []
+    assert engine.calls("publish") == []
+
+
+async def test_ci_function_names_a_failing_build(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Registry(engine)
+    engine.fail(
+        "withExec",
+        when=lambda step: (
+            "uv sync" in " ".join(step.args["args"]) and "--no-dev" in " ".join(step.args["args"])
+        ),
+        exit_code=2,
+        stderr="error: Failed to download `mcp==1.2.3`",
+    )
+    with pytest.raises(CiError) as failure:
+        await ci(monkeypatch, "refs/heads/main")
+    stages = [stage for stage, _ in failure.value.failures]
+    assert "build gateway" in stages and "build provider" not in stages
+    assert "Failed to download `mcp==1.2.3`" in str(failure.value)
+    assert engine.calls("publish") == []

@@ -27,6 +27,8 @@ from typing import Final, Literal
 
 import dagger
 
+from . import gateway, provider
+from .errors import describe as describe_error
 from .publish import SERVICES, check_username, format_created, plan_publish, publish_images
 from .tags import (
     github_source_url,
@@ -47,9 +49,6 @@ BUILD_STAGES: Final[dict[str, Stage]] = {
 RELEASE_TAG_PREFIX: Final = "refs/tags/v"
 #: The one platform `ci` builds and publishes (GitHub's hosted runners are linux/amd64).
 CI_PLATFORM: Final = "linux/amd64"
-
-#: How much of a failed command's output a `CiError` repeats (the end is where errors are).
-EXEC_OUTPUT_LINES: Final = 40
 
 _BRANCH_NAME = re.compile(r"[^\s~^:?*\[\\]+")
 
@@ -159,7 +158,8 @@ def check_credentials(
 def describe(error: BaseException) -> str:
     """The underlying message(s) of an error, exception groups flattened."""
     leaves = flatten(error)
-    return "; ".join(_message(leaf) for leaf in leaves)
+    # errors.describe adds a failed command's output (an ExecError's str() has none of it).
+    return "; ".join(describe_error(leaf) for leaf in leaves)
 
 
 def flatten(error: BaseException) -> list[BaseException]:
@@ -169,27 +169,24 @@ def flatten(error: BaseException) -> list[BaseException]:
     return [error]
 
 
-def _message(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    if isinstance(error, dagger.ExecError):
-        # str() of an ExecError is only "process ... did not complete successfully": the
-        # compiler's or test runner's own words are in its output.
-        output = _tail(error.stderr) or _tail(error.stdout)
-        if output:
-            text = f"{text}\n{output}"
-    return text
-
-
-def _tail(output: str, lines: int = EXEC_OUTPUT_LINES) -> str:
-    kept = output.strip().splitlines()[-lines:]
-    return "\n".join(kept)
-
-
 # ---------------------------------------------------------------------------------------------
 # Orchestration
 
 Builder = Callable[[str, dagger.Platform], "dagger.Container | Awaitable[dagger.Container]"]
 """Builds the runtime image of a service (a name in SERVICES) for a platform."""
+
+
+def service_builder(source: dagger.Directory) -> Builder:
+    """The module's own builds (`build-provider`, `build-gateway`) as a `Builder`."""
+
+    async def build(service: str, platform: dagger.Platform) -> dagger.Container:
+        if service == "binance-provider":
+            return await provider.build(source, platform)
+        if service == "mcp-gateway":
+            return gateway.build(source, platform)
+        raise ValueError(f"unknown service {service!r}: expected one of {', '.join(SERVICES)}")
+
+    return build
 
 
 async def run_ci(
