@@ -12,6 +12,7 @@ from typing import Any
 import dagger
 import pytest
 from dagger import dag
+from mcp_trader.main import McpTrader
 from mcp_trader.publish import (
     DEFAULT_PLATFORMS,
     SERVICES,
@@ -605,3 +606,83 @@ async def test_a_publish_without_digest_is_an_error(
     engine.answer("Container.publish", lambda call: str(call.args["address"]))
     with pytest.raises(PublishError, match="cannot prove which content"):
         await run(monkeypatch)
+
+
+# ======================================================================== the module's functions
+
+
+def module() -> McpTrader:
+    # @object_type makes the class a dataclass at runtime; mypy does not see its fields.
+    return McpTrader(source=dag.directory())  # type: ignore[call-arg]
+
+
+async def test_tags_function_is_the_dry_run(engine: EngineDouble) -> None:
+    before = len(engine.queries)
+    assert module().tags(sha=SHA, ref="refs/tags/v1.2.3") == ["sha-1a2b3c4", "1.2.3", "1.2", "1"]
+    assert module().tags(sha=SHA, ref="refs/heads/trunk", default_branch="trunk") == [
+        "sha-1a2b3c4",
+        "trunk",
+        "latest",
+    ]
+    with pytest.raises(ValueError, match="unsupported ref 'main'"):
+        module().tags(sha=SHA, ref="main")
+    assert len(engine.queries) == before  # pure: the engine is never asked anything
+
+
+async def test_publish_function_pushes_the_module_builds(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    result = await module().publish(
+        repository="Acme/MCP-Trader",
+        username="octo-bot",
+        password=token_secret(monkeypatch),
+        sha=SHA,
+        ref="refs/heads/main",
+        platforms=["linux/amd64", "linux/arm64"],
+        created=CREATED,
+    )
+    assert registry.pushed == plan()
+    assert result == [f"{a}@{digest_for(a)}" for a in plan()]
+    for call in engine.calls("publish"):
+        variants = call.args["platformVariants"]
+        assert len(variants) == 2
+        for variant in variants:
+            labels = {s.args["name"]: s.args["value"] for s in variant.find_all("withLabel")}
+            # The build's static labels plus the four publish adds, with the real values.
+            assert labels["org.opencontainers.image.revision"] == SHA.lower()
+            assert labels["org.opencontainers.image.version"] == "main"
+            assert labels["org.opencontainers.image.created"] == CREATED
+            assert labels["org.opencontainers.image.source"] == "https://github.com/acme/mcp-trader"
+            assert labels["org.opencontainers.image.licenses"] == "MIT"
+            assert "org.opencontainers.image.title" in labels
+    for record in engine.queries:
+        assert TOKEN not in record.text
+
+
+async def test_publish_function_defaults_to_amd64_and_refuses_prs_before_building(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(engine)
+    secret = token_secret(monkeypatch)
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match="--allow-pr"):
+        await module().publish(
+            repository="acme/mcp-trader",
+            username="octo-bot",
+            password=secret,
+            sha=SHA,
+            ref="refs/pull/9/merge",
+        )
+    assert len(engine.queries) == before
+    await module().publish(
+        repository="acme/mcp-trader",
+        username="octo-bot",
+        password=secret,
+        sha=SHA,
+        ref="refs/pull/9/merge",
+        allow_pr=True,
+    )
+    assert registry.pushed == plan("refs/pull/9/merge", allow_pr=True)
+    for call in engine.calls("publish"):
+        assert call.args.get("platformVariants", []) == []
