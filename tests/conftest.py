@@ -3,6 +3,8 @@
 from collections.abc import AsyncIterator
 
 import pytest
+from dagger import dag
+from mcp_trader.main import McpTrader
 
 from tests.enginedouble import EngineDouble, sdk_connection
 
@@ -19,3 +21,12 @@ async def engine(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EngineDouble]
             monkeypatch.setenv(name, value)
         async with sdk_connection(double):
             yield double
+
+
+@pytest.fixture
+def module() -> McpTrader:
+    """The main object over an empty source directory (a recognizable object in the double).
+
+    `@object_type` makes McpTrader a dataclass at run time, which mypy cannot see.
+    """
+    return McpTrader(source=dag.directory())  # type: ignore[call-arg]

@@ -128,3 +128,13 @@ async def test_every_request_is_recorded_parsed(engine: EngineDouble) -> None:
     assert any("from" in q.text and "debian:bookworm-slim" in q.text for q in new)
     assert all(q.errors is None for q in new)
     assert new[-1].document.definitions
+
+
+async def test_omitted_arguments_get_the_engines_defaults(engine: EngineDouble) -> None:
+    # The SDK leaves out an argument equal to its default; the engine applies it, so does the
+    # double (read from gen.py's Arg defaults), so a test sees the mode the engine would use.
+    await dag.container().with_mounted_cache("/c", dag.cache_volume("k")).id()
+    (mount,) = engine.calls("withMountedCache")
+    assert mount.args["sharing"] == "SHARED"
+    assert mount.args["owner"] == ""
+    assert "source" not in mount.args  # no default: absent, as in the engine

@@ -36,7 +36,18 @@ objects passed as arguments. Records: `queries` (text + parsed document + respon
 `evaluated` ((object, leaf field) in order).
 """
 
-from .double import Call, EngineDouble, Obj, QueryRecord, Step, sdk_connection
+from .double import Call, EngineDouble, Obj, QueryRecord, Step, built, called, sdk_connection
 from .schema import schema, sdl
 
-__all__ = ["Call", "EngineDouble", "Obj", "QueryRecord", "Step", "schema", "sdk_connection", "sdl"]
+__all__ = [
+    "Call",
+    "EngineDouble",
+    "Obj",
+    "QueryRecord",
+    "Step",
+    "built",
+    "called",
+    "schema",
+    "sdk_connection",
+    "sdl",
+]

@@ -7,11 +7,11 @@ import contextlib
 import json
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 from graphql import (
     DocumentNode,
@@ -540,3 +540,21 @@ def ids_in(value: Any) -> Sequence[Obj]:
     if isinstance(value, list):
         return [o for v in value for o in ids_in(v)]
     return []
+
+
+async def built(engine: EngineDouble, obj: Any) -> Obj:
+    """The double's record of an SDK object (a Container, Directory...): `await obj.id()` decoded.
+
+    Asking for the ID evaluates nothing (as in the engine), so a test can inspect a chain
+    without running it.
+    """
+    return engine.obj(await obj.id())
+
+
+async def called(result: object) -> Any:
+    """Await what an async module function returned.
+
+    dagger-io 0.21.11's `@function` typing loses the coroutine type (mypy sees `R?`), so tests
+    await module functions through this one typed place instead of scattering ignores.
+    """
+    return await cast("Awaitable[Any]", result)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,24 @@ _INTERFACES = ("Node", "Syncer", "Exportable")
 class _ArgDef:
     name: str
     annotation: ast.expr
+    default: str | None = None  # GraphQL literal of the engine's default, when gen.py has one
+
+
+def _default_literal(node: ast.expr | None) -> str | None:
+    """gen.py's `Arg(name, value, default)` default as a GraphQL literal (None: no default).
+
+    The SDK omits an argument equal to its default; the engine then applies the default, and so
+    does the double (graphql-core fills it in), so tests see what the engine would use.
+    """
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and node.value is not None:
+        return json.dumps(node.value)  # str, bool, int, float: JSON spelling is GraphQL's
+    if isinstance(node, ast.List) and not node.elts:
+        return "[]"
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.attr  # an enum member
+    return None
 
 
 @dataclass
@@ -138,8 +157,9 @@ def _fields_of(node: ast.ClassDef) -> list[_FieldDef]:
                 names = [
                     n.id for n in ast.walk(py_arg) if isinstance(n, ast.Name) and n.id in params
                 ]
+                default = _default_literal(sub.args[2] if len(sub.args) > 2 else None)
                 if isinstance(gql_arg, ast.Constant) and names:
-                    args.append(_ArgDef(str(gql_arg.value), params[names[0]]))
+                    args.append(_ArgDef(str(gql_arg.value), params[names[0]], default))
                 elif isinstance(gql_arg, ast.Constant):
                     raise ValueError(f"{node.name}.{fn.name}: cannot type Arg {gql_arg.value!r}")
             elif isinstance(callee, ast.Attribute):
@@ -230,6 +250,7 @@ class _Printer:
                     seen.add(fld.name)
                     args = ", ".join(
                         f"{a.name}: {self.ref(a.annotation, as_input=True, owner=cls.name)}"
+                        + (f" = {a.default}" if a.default is not None else "")
                         for a in fld.args
                     )
                     arglist = f"({args})" if args else ""

@@ -1,0 +1,108 @@
+"""test and the @check functions: every check, concurrently, in containers (engine double)."""
+
+import threading
+
+import pytest
+from dagger import dag
+from mcp_trader import checks
+from mcp_trader.errors import JobFailedError
+from mcp_trader.main import McpTrader
+
+from tests.enginedouble import Call, EngineDouble, Obj, called
+from tests.test_module_provider import execs, source_path
+
+EXPECTED = {
+    "provider-format": [["cargo", "fmt", "--check"]],
+    "provider-lint": [["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"]],
+    "provider-tests": [["cargo", "test", "--locked"]],
+    "gateway-lint": [
+        ["uv", "run", "--locked", "ruff", "check", "."],
+        ["uv", "run", "--locked", "ruff", "format", "--check", "."],
+    ],
+    "gateway-types": [["uv", "run", "--locked", "mypy"]],
+    "gateway-tests": [["uv", "run", "--locked", "pytest"]],
+}
+
+
+def synced(engine: EngineDouble) -> list[Obj]:
+    return [obj for obj, leaf in engine.evaluated if leaf == "sync"]
+
+
+async def test_test_runs_every_check_concurrently(engine: EngineDouble, module: McpTrader) -> None:
+    everyone = threading.Barrier(len(EXPECTED), timeout=10)
+
+    def sync(call: Call) -> str:
+        everyone.wait()  # all six must be in flight at once
+        return call.receiver.id
+
+    engine.answer("Container.sync", sync)
+    await called(module.test())
+    finals = sorted(execs(obj)[-1] for obj in synced(engine))
+    assert finals == sorted(commands[-1] for commands in EXPECTED.values())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+async def test_each_check_runs_its_commands_last(
+    engine: EngineDouble, module: McpTrader, name: str
+) -> None:
+    await getattr(module, name.replace("-", "_"))()
+    (obj,) = synced(engine)
+    commands = execs(obj)
+    assert commands[-len(EXPECTED[name]) :] == EXPECTED[name]
+
+
+async def test_provider_checks_share_the_build_caches_and_add_tests(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    await called(module.provider_tests())
+    (obj,) = synced(engine)
+    assert ["rustup", "component", "add", "rustfmt", "clippy"] in execs(obj)
+    keys = {s.args["cache"].arg("cacheVolume", "key") for s in obj.find_all("withMountedCache")}
+    assert keys == {
+        "mcp-trader-cargo-registry",
+        "mcp-trader-cargo-git",
+        "mcp-trader-provider-target",
+    }
+    includes = [s.args["include"] for s in obj.find_all("withDirectory") if s.args["include"]]
+    assert includes[-1] == ["Cargo.toml", "Cargo.lock", "build.rs", "src", "tests"]
+
+
+async def test_gateway_checks_see_the_proto_where_the_stub_test_looks(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    await called(module.gateway_tests())
+    (obj,) = synced(engine)
+    copies = {s.args["path"]: source_path(s) for s in obj.find_all("withDirectory")}
+    assert copies == {"/src/mcp-gateway": "mcp-gateway", "/src/providers/proto": "providers/proto"}
+    assert obj.find_all("withWorkdir")[-1].args["path"] == "/src/mcp-gateway"
+    (mount,) = obj.find_all("withMountedCache")
+    assert mount.args["cache"].arg("cacheVolume", "key") == "mcp-trader-uv"
+    assert ["uv", "sync", "--locked", "--no-install-project"] in execs(obj)
+
+
+async def test_failed_checks_are_named_with_the_tools_output(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    engine.fail(
+        "withExec",
+        when=lambda s: s.args["args"][:2] == ["cargo", "clippy"],
+        exit_code=101,
+        stderr="error: unused variable: `spread`\n  --> src/analytics.rs:42:9",
+    )
+    engine.fail(
+        "withExec",
+        when=lambda s: s.args["args"][-1] == "mypy",
+        exit_code=1,
+        stdout="src/mcp_gateway/server.py:10: error: Missing return statement",
+    )
+    with pytest.raises(JobFailedError) as info:
+        await called(module.test())
+    assert list(info.value.failures) == ["provider-lint", "gateway-types"]
+    text = str(info.value)
+    assert "unused variable: `spread`" in text
+    assert "Missing return statement" in text  # stdout when the tool writes there
+
+
+async def test_unknown_check_name_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown check 'lint'.*provider-format"):
+        await checks.run(dag.directory(), "lint")

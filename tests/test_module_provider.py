@@ -1,0 +1,215 @@
+"""build-provider and provider-builder: what they ask the engine for (engine double)."""
+
+import re
+
+import dagger
+import pytest
+from mcp_trader import provider
+from mcp_trader.main import McpTrader
+
+from tests.enginedouble import EngineDouble, Obj, Step, built, called
+
+
+def index(obj: Obj, predicate: str | None = None, **args: object) -> int:
+    """Position of the first step named `predicate` whose args include `args` (fails if none)."""
+    for i, step in enumerate(obj.steps):
+        if step.field == predicate and all(step.args.get(k) == v for k, v in args.items()):
+            return i
+    raise AssertionError(f"no {predicate}({args}) in {obj}")
+
+
+def execs(obj: Obj) -> list[list[str]]:
+    return [list(s.args["args"]) for s in obj.find_all("withExec")]
+
+
+def source_path(step: Step) -> str:
+    """The repository path a `withDirectory(source: <source>.directory(path))` step copies."""
+    src = step.args["source"]
+    assert isinstance(src, Obj)
+    return str(src.arg("directory", "path"))
+
+
+async def runtime_and_builder(
+    engine: EngineDouble, module: McpTrader, platform: str | None = None
+) -> tuple[Obj, Obj]:
+    ctr = await called(module.build_provider(dagger.Platform(platform) if platform else None))
+    runtime = await built(engine, ctr)
+    binary = runtime.arg("withFile", "source")
+    assert isinstance(binary, Obj) and binary.type == "File"
+    assert binary.steps[-1].args["path"] == provider.OUT
+    return runtime, binary
+
+
+async def test_runtime_image_is_pinned_distroless_non_root_with_healthcheck(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    runtime, _ = await runtime_and_builder(engine, module)
+    assert runtime.steps[0].args["platform"] == "linux/amd64"
+    address = runtime.arg("from", "address")
+    assert address.startswith("gcr.io/distroless/cc-debian12:nonroot@sha256:")
+    assert re.fullmatch(r".*@sha256:[0-9a-f]{64}", address)
+    assert runtime.arg("withFile", "path") == "/usr/local/bin/binance-provider"
+    assert runtime.arg("withFile", "permissions") == 0o755
+    assert runtime.arg("withUser", "name") == "65532:65532"
+    assert runtime.arg("withExposedPort", "port") == 50053
+    assert runtime.arg("withEntrypoint", "args") == ["/usr/local/bin/binance-provider"]
+    health = runtime.find("withDockerHealthcheck")
+    assert health is not None
+    assert health.args["args"] == ["/usr/local/bin/binance-provider", "healthcheck"]
+    assert not health.args.get("shell")  # exec form: distroless has no shell
+    labels = {s.args["name"]: s.args["value"] for s in runtime.find_all("withLabel")}
+    assert labels == {
+        "org.opencontainers.image.title": "binance-provider",
+        "org.opencontainers.image.description": provider.DESCRIPTION,
+        "org.opencontainers.image.licenses": "MIT",
+    }
+    # The runtime image runs nothing at build time (no shell, no emulation for other platforms).
+    assert runtime.find("withExec") is None
+
+
+async def test_builder_uses_pinned_rust_and_the_three_cargo_caches(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    _, binary = await runtime_and_builder(engine, module)
+    assert binary.steps[0].args.get("platform") is None, (
+        "the builder runs on the engine's own platform"
+    )
+    assert re.fullmatch(r"rust:\d+\.\d+\.\d+-slim-bookworm", binary.arg("from", "address"))
+    mounts = {
+        s.args["path"]: (s.args["cache"].arg("cacheVolume", "key"), s.args.get("sharing"))
+        for s in binary.find_all("withMountedCache")
+    }
+    assert mounts == {
+        "/usr/local/cargo/registry": ("mcp-trader-cargo-registry", "SHARED"),
+        "/usr/local/cargo/git": ("mcp-trader-cargo-git", "SHARED"),
+        "/src/providers/binance-rs/target": ("mcp-trader-provider-target", "PRIVATE"),
+    }
+
+
+async def test_dependencies_are_fetched_from_manifests_before_sources_arrive(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    _, binary = await runtime_and_builder(engine, module)
+    copies = binary.find_all("withDirectory")
+    assert [(source_path(s), s.args["path"], s.args.get("include")) for s in copies] == [
+        ("providers/binance-rs", "/src/providers/binance-rs", ["Cargo.toml", "Cargo.lock"]),
+        ("providers/proto", "/src/providers/proto", []),
+        (
+            "providers/binance-rs",
+            "/src/providers/binance-rs",
+            ["Cargo.toml", "Cargo.lock", "build.rs", "src"],
+        ),
+    ]
+    manifests = index(binary, "withDirectory", include=["Cargo.toml", "Cargo.lock"])
+    fetch = index(binary, "withExec", args=["cargo", "fetch", "--locked"])
+    sources = index(binary, "withDirectory", include=list(provider.BUILD_INPUTS))
+    build = index(
+        binary,
+        "withExec",
+        args=["sh", "-c", provider.BUILD_SCRIPT, "sh", provider.TARGETS["linux/amd64"].triple],
+    )
+    target = index(binary, "withMountedCache", path=provider.TARGET_DIR)
+    assert manifests < fetch < sources < build
+    assert target < build, "target/ must be mounted when cargo builds"
+
+
+async def test_binary_leaves_the_target_mount_in_the_build_exec(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    _, binary = await runtime_and_builder(engine, module)
+    last_exec = binary.find_all("withExec")[-1]
+    argv = last_exec.args["args"]
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "x86_64-unknown-linux-gnu"]
+    script = argv[2]
+    assert script == provider.BUILD_SCRIPT
+    # Build and copy are one exec: the copy reads target/ while the cache is still mounted.
+    assert 'cargo build --release --locked --target "$1"' in script
+    assert 'cp "target/$1/release/binance-provider" /out/binance-provider' in script
+    assert "{" not in script and "$2" not in script  # fixed text; the only input is $1
+    # The file is read from /out (the container's filesystem), never from the cache mount.
+    assert not binary.steps[-1].args["path"].startswith(provider.TARGET_DIR)
+
+
+async def test_native_build_needs_no_cross_toolchain(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    _, binary = await runtime_and_builder(engine, module)
+    assert all(argv[0] not in ("apt-get", "rustup") for argv in execs(binary))
+    assert not [s for s in binary.find_all("withEnvVariable") if "LINKER" in s.args["name"]]
+
+
+async def test_arm64_is_cross_compiled_on_the_engine_platform(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    runtime, binary = await runtime_and_builder(engine, module, "linux/arm64")
+    assert runtime.steps[0].args["platform"] == "linux/arm64"
+    assert binary.steps[0].args.get("platform") is None, (
+        "no emulation: the builder stays on the engine platform"
+    )
+    commands = execs(binary)
+    assert [
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "gcc-aarch64-linux-gnu",
+        "libc6-dev-arm64-cross",
+    ] in commands
+    assert ["rustup", "target", "add", "aarch64-unknown-linux-gnu"] in commands
+    env = {s.args["name"]: s.args["value"] for s in binary.find_all("withEnvVariable")}
+    assert env["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"] == "aarch64-linux-gnu-gcc"
+    assert env["CC_aarch64_unknown_linux_gnu"] == "aarch64-linux-gnu-gcc"
+    assert commands[-1][-1] == "aarch64-unknown-linux-gnu"
+
+
+async def test_arm64_engine_builds_arm64_natively_and_amd64_cross(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    engine.answer("defaultPlatform", "linux/arm64/v8")
+    _, native = await runtime_and_builder(engine, module, "linux/arm64")
+    assert all(argv[0] != "apt-get" for argv in execs(native))
+    _, cross = await runtime_and_builder(engine, module, "linux/amd64")
+    assert ["rustup", "target", "add", "x86_64-unknown-linux-gnu"] in execs(cross)
+
+
+async def test_unsupported_platform_is_refused_before_any_query(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match=r"'windows/amd64'.*linux/amd64, linux/arm64"):
+        await called(module.build_provider(dagger.Platform("windows/amd64")))
+    assert len(engine.queries) == before
+
+
+async def test_reads_only_the_crate_and_the_proto(engine: EngineDouble, module: McpTrader) -> None:
+    await built(engine, await called(module.build_provider()))
+    source = await built(engine, module.source)
+    read = {c.args["path"] for c in engine.calls("directory") if c.receiver == source}
+    read |= {c.args["path"] for c in engine.calls("file") if c.receiver == source}
+    assert read == {"providers/binance-rs", "providers/proto"}
+
+
+async def test_provider_builder_is_the_build_container_before_the_build(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    builder = await built(engine, await called(module.provider_builder()))
+    assert builder.type == "Container"
+    assert builder.steps[-1].field == "withMountedCache"
+    assert ["cargo", "fetch", "--locked"] in execs(builder)
+    assert all(argv[0] != "sh" for argv in execs(builder))
+
+
+async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][:2] == ["sh", "-c"],
+        exit_code=101,
+        stderr="error[E0308]: mismatched types\n --> src/server.rs:10:5",
+    )
+    ctr = await called(module.build_provider())
+    await ctr.id()  # lazy: nothing runs yet
+    with pytest.raises(dagger.ExecError) as info:
+        await ctr.sync()
+    assert "E0308" in info.value.stderr
