@@ -29,6 +29,7 @@ from typing import Final
 import dagger
 from dagger import dag
 
+from .labels import oci_labels
 from .tags import (
     ImageTag,
     github_source_url,
@@ -44,13 +45,6 @@ SERVICES: Final = ("binance-provider", "mcp-gateway")
 #: gateway's virtualenv is resolved for the target platform, so neither needs emulation.
 SUPPORTED_PLATFORMS: Final = ("linux/amd64", "linux/arm64")
 DEFAULT_PLATFORMS: Final = ("linux/amd64",)
-
-#: OCI annotation keys (image-spec annotations.md) set at publish time, on top of the static
-#: labels the builds set (title, description, licenses).
-LABEL_REVISION: Final = "org.opencontainers.image.revision"
-LABEL_VERSION: Final = "org.opencontainers.image.version"
-LABEL_CREATED: Final = "org.opencontainers.image.created"
-LABEL_SOURCE: Final = "org.opencontainers.image.source"
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z")
@@ -233,12 +227,15 @@ def plan_publish(
         for tag in ordered
         for service in SERVICES
     ]
-    labels = {
-        LABEL_REVISION: sha.lower(),
-        LABEL_VERSION: version_label([t.name for t in tags]),
-        LABEL_CREATED: created,
-        LABEL_SOURCE: github_source_url(repository),
-    }
+    # What depends on the commit and the push; the builds already set title, description and
+    # licenses (labels.py), so `licenses` is not repeated here.
+    labels = oci_labels(
+        source=github_source_url(repository),
+        revision=sha.lower(),
+        version=version_label([t.name for t in tags]),
+        created=created,
+        licenses=None,
+    )
     return PublishPlan(
         images=images, tags=tags, platforms=checked_platforms, steps=steps, labels=labels
     )
