@@ -143,6 +143,9 @@ def test_platforms() -> None:
     assert DEFAULT_PLATFORMS == ("linux/amd64",)
     assert check_platforms(["linux/arm64", "linux/amd64"]) == ("linux/arm64", "linux/amd64")
     assert check_platforms("linux/arm64") == ("linux/arm64",)
+    assert check_platforms(["linux/arm64/v8"]) == ("linux/arm64",)  # as the builds normalize it
+    with pytest.raises(ValueError, match="'linux/arm64/v8' is given more than once"):
+        check_platforms(["linux/arm64", "linux/arm64/v8"])
     assert set(SUPPORTED_PLATFORMS) == {"linux/amd64", "linux/arm64"}
 
 

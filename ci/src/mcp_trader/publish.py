@@ -29,6 +29,7 @@ from typing import Final
 import dagger
 from dagger import dag
 
+from . import platforms as _platforms
 from .labels import oci_labels
 from .tags import (
     ImageTag,
@@ -43,8 +44,8 @@ from .tags import (
 SERVICES: Final = ("binance-provider", "mcp-gateway")
 #: What the builds can produce: the provider is cross-compiled on the build platform and the
 #: gateway's virtualenv is resolved for the target platform, so neither needs emulation.
-SUPPORTED_PLATFORMS: Final = ("linux/amd64", "linux/arm64")
-DEFAULT_PLATFORMS: Final = ("linux/amd64",)
+SUPPORTED_PLATFORMS: Final = _platforms.SUPPORTED
+DEFAULT_PLATFORMS: Final = (_platforms.DEFAULT,)
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z")
@@ -157,13 +158,16 @@ def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
     supported = ", ".join(SUPPORTED_PLATFORMS)
     if not platforms:
         raise ValueError(f"no platform given: expected one or more of {supported}")
+    checked: list[str] = []
     for platform in platforms:
-        if platform not in SUPPORTED_PLATFORMS:
-            raise ValueError(f"unsupported platform {platform!r}: expected one of {supported}")
-    repeated = sorted({p for p in platforms if list(platforms).count(p) > 1})
-    if repeated:
-        raise ValueError(f"platform {repeated[0]!r} is given more than once: list each once")
-    return tuple(platforms)
+        # The same check (and `linux/arm64/v8` -> `linux/arm64`) as build-provider/build-gateway.
+        name = str(_platforms.check(platform))
+        if name in checked:
+            raise ValueError(
+                f"platform {platform!r} is given more than once (as {name}): list each once"
+            )
+        checked.append(name)
+    return tuple(checked)
 
 
 def check_username(username: str) -> str:
