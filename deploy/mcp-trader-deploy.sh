@@ -272,12 +272,15 @@ history_stack() {
   [[ -f ${log_file} ]] || return 0
   local -a stack=()
   local action p g top
+  local n
   while read -r action p g; do
-    top=${stack[${#stack[@]} - 1]:-}
-    if [[ ${action} == rollback-previous ]]; then
-      ((${#stack[@]} == 0)) || unset 'stack[${#stack[@]}-1]'
-      top=${stack[${#stack[@]} - 1]:-}
+    n=${#stack[@]}
+    if [[ ${action} == rollback-previous ]] && ((n > 0)); then
+      unset 'stack[n-1]'
+      n=$((n - 1))
     fi
+    top=""
+    ((n == 0)) || top=${stack[n - 1]}
     [[ ${top} == "${p} ${g}" ]] || stack+=("${p} ${g}")
   done < <(sed -n 's/.*"action":"\([a-z-]*\)".*"to":{"provider":"\([^"]*\)","gateway":"\([^"]*\)"},"result":"ok".*/\1 \2 \3/p' "${log_file}")
   ((${#stack[@]} == 0)) || printf '%s\n' "${stack[@]}"
