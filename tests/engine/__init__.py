@@ -1,1 +1,1 @@
-"""Tests against a real Dagger engine (marker `engine`); they skip when none is reachable."""
+"""Tests of the module against a real Dagger engine (marked `engine`; skipped without one)."""
