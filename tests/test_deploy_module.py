@@ -1,0 +1,349 @@
+"""The deploy/rollback/status functions against the engine double (tests/enginedouble).
+
+What these prove about the module side: the pinned OpenSSH container, the bundle files taken
+from the source, the key / known_hosts / token mounted as secrets by reference (0600, root), the
+exact ssh/scp argv lists of `mcp_trader.ssh` in order (so the docker tests, which run those same
+lists for real, cover what ships), stdin carrying the registry token, a per-run id that defeats
+the exec cache, errors propagated, registration with cache policy Never, and bad input refused
+before a single query reaches the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagger
+import pytest
+from dagger import dag
+from mcp_trader import deploy, ssh
+from mcp_trader.main import McpTrader
+
+from tests.enginedouble import EngineDouble
+from tests.enginedouble.double import called
+
+HOST = "deploy.example.com"
+USER = "deploy"
+TAG = "sha-1a2b3c4"
+
+
+def trader() -> McpTrader:
+    return McpTrader(source=dag.host().directory("/repo"))  # type: ignore[call-arg]
+
+
+def secrets() -> dict[str, dagger.Secret]:
+    """Secrets by URI, the way `--ssh-key env://DEPLOY_SSH_KEY` reaches a module: no value."""
+    return {
+        "ssh_key": dag.secret("env://DEPLOY_SSH_KEY"),
+        "known_hosts": dag.secret("env://DEPLOY_KNOWN_HOSTS"),
+    }
+
+
+def execs(engine: EngineDouble) -> list[dict[str, Any]]:
+    """The withExec steps of the final container's chain, in order."""
+    (stdout,) = engine.calls("stdout", "Container")
+    return [dict(s.args) for s in stdout.receiver.steps if s.field == "withExec"]
+
+
+def expected_plan(
+    run_id: str, args: list[str], path: str = "/opt/mcp-trader", port: int = 22
+) -> ssh.Plan:
+    target = ssh.Target(HOST, USER, port, deploy.KEY_PATH, deploy.KNOWN_HOSTS_PATH)
+    return ssh.plan(target, path=path, run_id=run_id, bundle_root="/bundle", args=args)
+
+
+async def test_deploy_runs_the_plan_in_the_pinned_ssh_container(engine: EngineDouble) -> None:
+    engine.answer("Container.stdout", "[mcp-trader-deploy] done")
+    out = await called(trader().deploy(host=HOST, user=USER, tag=TAG, run_id="run1", **secrets()))
+    assert out == "[mcp-trader-deploy] done"
+    (stdout,) = engine.calls("stdout", "Container")
+    chain = stdout.receiver
+    assert chain.arg("from", "address") == deploy.SSH_IMAGE
+    assert "@sha256:" in deploy.SSH_IMAGE
+    run = execs(engine)
+    assert run[0]["args"] == ["apk", "add", "--no-cache", "openssh-client-default"]
+    plan = expected_plan(
+        "run1",
+        ["--wait-timeout", "120", "--keep", "5", "deploy", "--tag", TAG],
+    )
+    # Exactly the pure plan, in order: prepare (host key check), the copies, the script.
+    assert [e["args"] for e in run[1:]] == plan.all()
+    assert run[-1]["args"][-1].endswith("deploy --tag sha-1a2b3c4")
+    assert all(e["redirectStdin"] == "" for e in run)  # no token: nothing on stdin
+
+
+async def test_ssh_options_are_strict(engine: EngineDouble) -> None:
+    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    for e in execs(engine)[1:]:
+        argv = e["args"]
+        opts = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+        assert "StrictHostKeyChecking=yes" in opts
+        assert "IdentitiesOnly=yes" in opts
+        assert "BatchMode=yes" in opts
+        assert f"UserKnownHostsFile={deploy.KNOWN_HOSTS_PATH}" in opts
+        assert argv[argv.index("-i") + 1] == deploy.KEY_PATH
+        assert "StrictHostKeyChecking=no" not in " ".join(argv)
+        assert "ssh-keyscan" not in argv
+
+
+async def test_secrets_are_mounted_by_reference_and_never_sent(engine: EngineDouble) -> None:
+    token = dag.secret("env://GITHUB_TOKEN")
+    await called(
+        trader().deploy(
+            host=HOST, user=USER, tag=TAG, registry_password=token, run_id="r2", **secrets()
+        )
+    )
+    mounts = {c.args["path"]: c for c in engine.calls("withMountedSecret")}
+    assert set(mounts) == {deploy.KEY_PATH, deploy.KNOWN_HOSTS_PATH, deploy.TOKEN_PATH}
+    uris = {p: c.args["source"].arg("secret", "uri") for p, c in mounts.items()}
+    assert uris == {
+        deploy.KEY_PATH: "env://DEPLOY_SSH_KEY",
+        deploy.KNOWN_HOSTS_PATH: "env://DEPLOY_KNOWN_HOSTS",
+        deploy.TOKEN_PATH: "env://GITHUB_TOKEN",
+    }
+    for c in mounts.values():
+        assert c.args["mode"] == 0o600
+        assert c.args["owner"] == "root:root"
+    # Never unwrapped, never put in an env var, never set from a value.
+    assert engine.calls("plaintext") == []
+    assert engine.calls("setSecret") == []
+    assert engine.calls("withSecretVariable") == []
+    assert not [c for c in engine.calls("withEnvVariable") if "TOKEN" in c.args["name"]]
+    # The token reaches the server on the script's stdin, with the login user as a flag.
+    run = execs(engine)[-1]
+    assert run["redirectStdin"] == deploy.TOKEN_PATH
+    assert run["args"][-1].endswith(
+        f"--registry-user {deploy.DEFAULT_REGISTRY_USERNAME} deploy --tag {TAG}"
+    )
+    # The token is mounted after the copies, only for the step that runs the script.
+    token_chain = [s.field for s in mounts[deploy.TOKEN_PATH].receiver.steps]
+    assert token_chain.count("withExec") == 4  # apk, prepare, two copies
+
+
+async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
+    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    files = {c.args["path"]: c.args["source"] for c in engine.calls("withFile")}
+    assert set(files) == {
+        "/bundle/compose.yml",
+        "/bundle/deploy/providers.yaml",
+        "/bundle/deploy/mcp-trader-deploy.sh",
+    }
+    for path, src in files.items():
+        assert src.arg("file", "path") == path.removeprefix("/bundle/")
+        assert src.arg("directory", "path") == "/repo"
+
+
+async def test_each_run_gets_a_fresh_id_so_no_exec_is_served_from_cache(
+    engine: EngineDouble,
+) -> None:
+    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    first, second = engine.calls("stdout", "Container")
+    runs = [
+        [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][1:]
+        for c in (first, second)
+    ]
+    # Every ssh/scp exec differs between the two otherwise identical deploys (the staging dir
+    # carries the run id), so the engine cannot answer the second from its cache.
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert a != b
+    assert first.receiver.id != second.receiver.id
+
+
+async def test_tags_paths_and_ports_reach_the_argv(engine: EngineDouble) -> None:
+    await called(
+        trader().deploy(
+            host="203.0.113.7",
+            user=USER,
+            provider_tag="1.2.3",
+            gateway_tag="sha-7654321",
+            path="/srv/trader",
+            port=2222,
+            wait_timeout=60,
+            keep=3,
+            run_id="r3",
+            **secrets(),
+        )
+    )
+    run = execs(engine)
+    assert run[1]["args"][run[1]["args"].index("-p") + 1] == "2222"
+    assert run[2]["args"][run[2]["args"].index("-P") + 1] == "2222"
+    assert run[2]["args"][-1] == "deploy@203.0.113.7:/srv/trader/.incoming/r3/"
+    assert run[-1]["args"][-1] == (
+        "bash /srv/trader/.incoming/r3/deploy/mcp-trader-deploy.sh --dir /srv/trader "
+        "--staged /srv/trader/.incoming/r3 --wait-timeout 60 --keep 3 "
+        "deploy --provider-tag 1.2.3 --gateway-tag sha-7654321"
+    )
+
+
+async def test_rollback_previous_and_to(engine: EngineDouble) -> None:
+    await called(trader().rollback(host=HOST, user=USER, run_id="a", **secrets()))
+    await called(trader().rollback(host=HOST, user=USER, to=TAG, run_id="b", **secrets()))
+    prev, to = (
+        [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][-1][-1]
+        for c in engine.calls("stdout", "Container")
+    )
+    assert prev.endswith("--wait-timeout 120 --keep 5 rollback --previous")
+    assert to.endswith(f"--wait-timeout 120 --keep 5 rollback --to {TAG}")
+
+
+async def test_status_ships_and_runs_status(engine: EngineDouble) -> None:
+    engine.answer("Container.stdout", "pinned: ...")
+    assert await called(trader().status(host=HOST, user=USER, run_id="s", **secrets())) == (
+        "pinned: ..."
+    )
+    run = execs(engine)
+    assert run[-1]["args"][-1] == (
+        "bash /opt/mcp-trader/.incoming/s/deploy/mcp-trader-deploy.sh --dir /opt/mcp-trader "
+        "--staged /opt/mcp-trader/.incoming/s status"
+    )
+
+
+async def test_script_failure_fails_the_call(engine: EngineDouble) -> None:
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][-1].startswith("bash "),
+        exit_code=4,
+        stderr="deploy failed: sha-1a2b3c4 did not become healthy; rolled back to sha-0000001",
+    )
+    with pytest.raises(dagger.ExecError) as info:
+        await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    assert info.value.exit_code == 4
+    assert "rolled back" in info.value.stderr
+
+
+async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> None:
+    engine.fail(
+        "withExec",
+        when=lambda step: "mkdir" in step.args["args"][-1],
+        exit_code=255,
+        stderr="Host key verification failed.",
+    )
+    with pytest.raises(dagger.ExecError) as info:
+        await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    assert info.value.exit_code == 255
+    # The copies and the script are chained after the prepare step: they cannot run first.
+    (run,) = [c for c in engine.calls("withExec") if c.args["args"][-1].startswith("bash ")]
+    before = [s.args["args"][0] for s in run.receiver.steps if s.field == "withExec"]
+    assert before == ["apk", "ssh", "scp", "scp"]
+    assert "mkdir" in [s for s in run.receiver.steps if s.field == "withExec"][1].args["args"][-1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"host": "-oProxyCommand=touch /tmp/x"}, "is not a valid host name"),
+        ({"host": "bad host"}, "is not a valid host name"),
+        ({"user": "root;id"}, "is not a valid login name"),
+        ({"user": "-l"}, "is not a valid login name"),
+        ({"tag": "v1 && rm -rf /"}, "is not a valid image tag"),
+        ({"tag": None}, "deploy needs a tag"),
+        ({"provider_tag": "-x"}, "is not a valid image tag"),
+        ({"path": "relative/dir"}, "is not a valid deploy directory"),
+        ({"path": "/opt/../etc"}, "must not contain"),
+        ({"path": "/opt/mcp trader"}, "is not a valid deploy directory"),
+        ({"port": 0}, "is not a TCP port"),
+        ({"port": 70000}, "is not a TCP port"),
+        ({"run_id": "../../x"}, "run id"),
+        ({"wait_timeout": 0}, "wait timeout"),
+        ({"keep": 0}, "keep"),
+    ],
+)
+async def test_bad_input_fails_before_any_query(
+    engine: EngineDouble, kwargs: dict[str, Any], message: str
+) -> None:
+    args: dict[str, Any] = {"host": HOST, "user": USER, "tag": TAG, **kwargs}
+    mod = trader()
+    key, known = dag.secret("env://K"), dag.secret("env://H")
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match=message):
+        await called(mod.deploy(ssh_key=key, known_hosts=known, **args))
+    assert len(engine.queries) == before, "a query reached the engine before validation"
+
+
+async def test_bad_rollback_target_fails_before_any_query(engine: EngineDouble) -> None:
+    mod = trader()
+    key, known = dag.secret("env://K"), dag.secret("env://H")
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match="rollback target"):
+        await called(
+            mod.rollback(host=HOST, user=USER, to="sha-1;reboot", ssh_key=key, known_hosts=known)
+        )
+    assert len(engine.queries) == before
+
+
+REGISTER = """
+import os, sys
+os.environ["DAGGER_MODULE"] = "mcp-trader"
+os.environ["DAGGER_MAIN_OBJECT"] = "McpTrader"
+os.environ["DAGGER_MODULE_FILE"] = sys.argv[1]
+import asyncio, json
+from tests.enginedouble import EngineDouble, sdk_connection
+
+with EngineDouble() as double:
+    os.environ.update(double.env)
+    from mcp_trader.main import McpTrader
+
+    async def register() -> None:
+        async with sdk_connection(double):
+            await McpTrader.__dagger_module__.register()
+
+    asyncio.run(register())
+    out = {}
+    for name in ("deploy", "rollback", "status"):
+        out[name] = {
+            "args": {
+                c.args["name"]: {
+                    "optional": "withOptional" in c.args["typeDef"].fields,
+                    "default": c.args.get("defaultValue"),
+                    "object": (
+                        c.args["typeDef"].arg("withObject", "name")
+                        if c.args["typeDef"].find("withObject")
+                        else None
+                    ),
+                }
+                for c in double.calls("withArg")
+                if c.receiver.arg("function", "name") == name
+            },
+            "policies": [
+                c.args["policy"]
+                for c in double.calls("withCachePolicy")
+                if c.receiver.arg("function", "name") == name
+            ],
+        }
+    print(json.dumps(out))
+"""
+
+
+def test_deploy_functions_register_uncached_with_secret_credentials(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", REGISTER, str(tmp_path / "module.json")],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "ci" / "src"), str(repo)])},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("deploy", "rollback", "status"):
+        fn = result[name]
+        assert fn["policies"] == ["Never"], name
+        args = fn["args"]
+        assert args["ssh_key"]["object"] == "Secret"
+        assert args["known_hosts"]["object"] == "Secret"
+        required = {n for n, a in args.items() if a["default"] is None and not a["optional"]}
+        assert required == {"host", "user", "ssh_key", "known_hosts"}, name
+        assert args["path"]["default"] == '"/opt/mcp-trader"'
+        assert args["port"]["default"] == "22"
+    for name in ("deploy", "rollback"):
+        assert result[name]["args"]["registry_password"]["object"] == "Secret"
+        assert result[name]["args"]["registry_password"]["optional"]
+    assert {"tag", "provider_tag", "gateway_tag"} <= set(result["deploy"]["args"])
+    assert "to" in result["rollback"]["args"]
