@@ -430,7 +430,9 @@ if bring_up "${new_provider}" "${new_gateway}"; then
   env_pin "${new_provider}" "${new_gateway}"
   record "${action}" "${from_provider}" "${from_gateway}" "${new_provider}" "${new_gateway}" ok "${started}" "${sha}"
   prune_images "${new_p_img%:*}" "${new_g_img%:*}"
-  log "done: ${PROVIDER_SERVICE}=${new_provider} ${GATEWAY_SERVICE}=${new_gateway} healthy and pinned in ${env_file} ($(elapsed "${started}")s)"
+  # The result on stdout (progress went to stderr): what `dagger call deploy` returns.
+  printf '%s ok: %s=%s %s=%s healthy and pinned in %s (%ss)\n' "${action}" "${PROVIDER_SERVICE}" "${new_provider}" \
+    "${GATEWAY_SERVICE}" "${new_gateway}" "${env_file}" "$(elapsed "${started}")"
   exit 0
 fi
 
