@@ -57,14 +57,14 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda step: step.args["args"][:2] == ["sh", "-c"],
+        when=lambda step: step.args["args"][:2] == ["cargo", "install"],
         exit_code=101,
         stderr="   Compiling binance-provider v0.1.0\nerror[E0425]: cannot find value `x`",
     )
     with pytest.raises(JobFailedError) as info:
         await called(module.build_all())
     message = str(info.value)
-    assert message.startswith('build-provider failed: process "sh -c')
+    assert message.startswith('build-provider failed: process "cargo install --locked')
     assert "error[E0425]: cannot find value `x`" in message
     assert "build-gateway" not in message
     assert not isinstance(info.value, BaseExceptionGroup)
@@ -79,7 +79,7 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
 async def test_both_failures_are_reported_together(engine: EngineDouble, module: McpTrader) -> None:
     engine.fail(
         "withExec",
-        when=lambda s: s.args["args"][:2] == ["sh", "-c"],
+        when=lambda s: s.args["args"][:2] == ["cargo", "install"],
         exit_code=101,
         stderr="rust broke",
     )

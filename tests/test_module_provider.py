@@ -106,7 +106,7 @@ async def test_dependencies_are_fetched_from_manifests_before_sources_arrive(
     build = index(
         binary,
         "withExec",
-        args=["sh", "-c", provider.BUILD_SCRIPT, "sh", provider.TARGETS["linux/amd64"].triple],
+        args=provider.build_command(provider.TARGETS["linux/amd64"]),
     )
     target = index(binary, "withMountedCache", path=provider.TARGET_DIR)
     assert manifests < fetch < sources < build
@@ -118,14 +118,22 @@ async def test_binary_leaves_the_target_mount_in_the_build_exec(
 ) -> None:
     _, binary = await runtime_and_builder(engine, module)
     last_exec = binary.find_all("withExec")[-1]
-    argv = last_exec.args["args"]
-    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "x86_64-unknown-linux-gnu"]
-    script = argv[2]
-    assert script == provider.BUILD_SCRIPT
-    # Build and copy are one exec: the copy reads target/ while the cache is still mounted.
-    assert 'cargo build --release --locked --target "$1"' in script
-    assert 'cp "target/$1/release/binance-provider" /out/binance-provider' in script
-    assert "{" not in script and "$2" not in script  # fixed text; the only input is $1
+    # One exec, no shell: `cargo install --path .` builds in the crate's target/ (the cache
+    # mount, still mounted) and copies the binary to --root, in the container's filesystem.
+    assert last_exec.args["args"] == [
+        "cargo",
+        "install",
+        "--locked",
+        "--no-track",
+        "--path",
+        ".",
+        "--root",
+        "/out",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+    ]
+    assert binary.steps[-1].args["path"] == "/out/bin/binance-provider"
+    assert binary.arg("withWorkdir", "path") == "/src/providers/binance-rs"
     # The file is read from /out (the container's filesystem), never from the cache mount.
     assert not binary.steps[-1].args["path"].startswith(provider.TARGET_DIR)
 
@@ -196,7 +204,7 @@ async def test_provider_builder_is_the_build_container_before_the_build(
     assert builder.type == "Container"
     assert builder.steps[-1].field == "withMountedCache"
     assert ["cargo", "fetch", "--locked"] in execs(builder)
-    assert all(argv[0] != "sh" for argv in execs(builder))
+    assert all(argv[:2] != ["cargo", "install"] for argv in execs(builder))
 
 
 async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
@@ -204,7 +212,7 @@ async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda step: step.args["args"][:2] == ["sh", "-c"],
+        when=lambda step: step.args["args"][:2] == ["cargo", "install"],
         exit_code=101,
         stderr="error[E0308]: mismatched types\n --> src/server.rs:10:5",
     )

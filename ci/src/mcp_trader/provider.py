@@ -6,8 +6,9 @@ Caching, from the outside in (each layer survives the changes below it):
 - dependencies are fetched with only `Cargo.toml` + `Cargo.lock` in place, so the fetch step is
   reused until the lock file changes;
 - `target/` is a cache volume private to this crate, so a one-line change recompiles this crate
-  only; the binary is copied out of that mount in the same exec (a cache mount is not part of the
-  container's filesystem: reading it in a later step would see nothing or someone else's build);
+  only; the binary is copied out of that mount in the same exec (`cargo install --path .` builds
+  there and copies to /out; a cache mount is not part of the container's filesystem, so reading
+  it in a later step would see nothing or someone else's build);
 - the inputs are only what the build reads (the crate's manifests, `build.rs`, `src/`, and the
   `.proto` contract), so an edit under `mcp-gateway/` or the docs leaves this build cached.
 
@@ -46,7 +47,6 @@ CHECK_INPUTS: Final = (*BUILD_INPUTS, "tests")
 WORKDIR: Final = f"/src/{CRATE}"
 TARGET_DIR: Final = f"{WORKDIR}/target"
 CARGO_HOME: Final = "/usr/local/cargo"  # the official image's CARGO_HOME
-OUT: Final = "/out/binance-provider"
 
 BINARY: Final = "binance-provider"
 BINARY_PATH: Final = f"/usr/local/bin/{BINARY}"
@@ -61,14 +61,10 @@ CACHE_TARGET: Final = "mcp-trader-provider-target"
 TITLE: Final = "binance-provider"
 DESCRIPTION: Final = "provider.v1 gRPC server with read-only Binance spot market data tools"
 
-#: Builds then copies the binary out of the target cache mount, in one exec. The script is fixed:
-#: the target triple arrives as the positional parameter $1, never spliced into the text.
-BUILD_SCRIPT: Final = (
-    "set -eu\n"
-    'cargo build --release --locked --target "$1"\n'
-    "mkdir -p /out\n"
-    f'cp "target/$1/release/{BINARY}" {OUT}\n'
-)
+#: Where `cargo install` puts the binary: outside the target cache mount, in the container's
+#: own filesystem, so the file can be read after the exec.
+INSTALL_ROOT: Final = "/out"
+OUT: Final = f"{INSTALL_ROOT}/bin/{BINARY}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +96,26 @@ TARGETS: Final = {
         "aarch64-linux-gnu-gcc",
     ),
 }
+
+
+def build_command(target: RustTarget) -> list[str]:
+    """One exec that builds (release profile, locked) and copies the binary out of `target/`.
+
+    `cargo install --path .` builds in the crate's own `target/` (the cache mount) and then
+    copies the binary to `--root`, so the copy happens while the mount is still there; no shell.
+    """
+    return [
+        "cargo",
+        "install",
+        "--locked",
+        "--no-track",
+        "--path",
+        ".",
+        "--root",
+        INSTALL_ROOT,
+        "--target",
+        target.triple,
+    ]
 
 
 def cargo_caches(ctr: dagger.Container) -> dagger.Container:
@@ -174,7 +190,7 @@ async def build(
     """The runtime image of binance-provider for `platform` (linux/amd64 by default)."""
     target_platform = platforms.check(platform)
     build_ctr, target = await builder(source, target_platform)
-    binary = build_ctr.with_exec(["sh", "-c", BUILD_SCRIPT, "sh", target.triple]).file(OUT)
+    binary = build_ctr.with_exec(build_command(target)).file(OUT)
     ctr = (
         dag.container(platform=target_platform)
         .from_(RUNTIME_IMAGE)
