@@ -173,3 +173,14 @@ def test_source_defaults_to_the_repo_root_with_the_allowlist(registered: dict[st
     assert source["defaultPath"] == "/"
     assert source["ignore"] == SOURCE_IGNORE
     assert typedef_name(source["typeDef"]) == "withObject:Directory"
+
+
+def test_dagger_json_pins_the_engine_the_sdk_was_tested_with() -> None:
+    from importlib.metadata import version
+
+    config = json.loads((REPO / "dagger.json").read_text())
+    assert config["name"] == "mcp-trader"  # -> package mcp_trader, main object McpTrader
+    assert config["sdk"] == {"source": "python"}
+    assert config["source"] == "ci"
+    assert config["engineVersion"] == f"v{version('dagger-io')}"
+    assert (REPO / "ci" / "src" / "mcp_trader" / "__init__.py").exists()
