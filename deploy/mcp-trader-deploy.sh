@@ -162,10 +162,26 @@ fi
 
 # compose_with PROVIDER_TAG GATEWAY_TAG ARGS...: Compose on this stack with the given tags.
 compose_with() {
-  local p=$1 g=$2
+  local p=$1 g=$2 file="${dir}/compose.yml"
+  local -a extra=()
   shift 2
+  if ((compose_v == 1)) && [[ -f ${file} ]]; then
+    # Compose v1 predates the top-level `name:` and rejects it: run a copy without that line
+    # and pass the project name as v2 would pick it (COMPOSE_PROJECT_NAME first, then `name:`).
+    file="${dir}/.compose-v1.yml"
+    sed '/^name:/d' "${dir}/compose.yml" >"${file}"
+    extra=(-p "$(v1_project)")
+  fi
   env "${PROVIDER_VAR}=${p}" "${GATEWAY_VAR}=${g}" \
-    "${compose_cmd[@]}" --project-directory "${dir}" -f "${dir}/compose.yml" "$@"
+    "${compose_cmd[@]}" --project-directory "${dir}" -f "${file}" "${extra[@]}" "$@"
+}
+
+v1_project() {
+  local name=${COMPOSE_PROJECT_NAME:-}
+  [[ -n ${name} ]] || name=$(env_get COMPOSE_PROJECT_NAME)
+  [[ -n ${name} ]] || name=$(sed -n "s/^name: *[\"']\{0,1\}\([A-Za-z0-9_-]*\).*/\1/p" "${dir}/compose.yml" | head -n 1)
+  [[ -n ${name} ]] || name=$(basename "${dir}")
+  printf '%s' "${name}"
 }
 
 # env_get KEY: the value of KEY in .env (last assignment wins, as in Compose), quotes removed.
@@ -225,17 +241,18 @@ service_health() {
 }
 
 # bring_up PROVIDER_TAG GATEWAY_TAG: start the stack on those (already pulled) images and wait
-# until every service is healthy. The provider goes first with --no-deps, so the gateway keeps
+# until every service is healthy. `--pull missing` downloads nothing in the normal case; it only
+# refetches an image removed since the pull (a concurrent `docker image prune`). The provider goes first with --no-deps, so the gateway keeps
 # serving while the provider is replaced; then the gateway, whose swap is the only outage.
 bring_up() {
   local p=$1 g=$2 svc deadline state
   if ((compose_v == 2)); then
     if [[ ${DEPLOY_ORDER:-rolling} == together ]]; then
-      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull never --remove-orphans
+      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --remove-orphans
       return
     fi
-    compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull never --no-deps "${PROVIDER_SERVICE}" &&
-      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull never --remove-orphans "${GATEWAY_SERVICE}"
+    compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --no-deps "${PROVIDER_SERVICE}" &&
+      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --remove-orphans "${GATEWAY_SERVICE}"
     return
   fi
   # Compose v1 has no --wait: start, then poll Docker's health status of each container.

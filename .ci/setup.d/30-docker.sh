@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Docker engine, Compose v2, a local registry on 127.0.0.1:5000, OpenSSH server/client and
+# Docker engine, Compose v2 (and v1), a local registry on 127.0.0.1:5000, OpenSSH server/client and
 # debootstrap: everything the deploy tests (tests/deploy) need, installed and started.
 # Idempotent: a second run finds everything in place and only checks it still answers.
 # Facts behind each step: /work/shared/DESIGN.md §5 (Debian 12 has only Compose v1, so the v2
@@ -17,6 +17,12 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Compose v1 (Debian 12's docker-compose 1.29): the deploy script's fallback is tested too.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# Debian's python3 (bookworm's 3.11): the interpreter of the gateway test image's venv.
+[[ -x /usr/bin/python3 ]] || need+=(python3)
+# strip (binutils): the test images carry the provider binary without its debug info.
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 if ((${#need[@]})); then
   apt-get update
   # No init system here: keep package scripts from trying to start the daemons themselves.

@@ -62,7 +62,7 @@ def _why_docker_unusable() -> str | None:
         urllib.request.urlopen(f"http://{images.REGISTRY}/v2/", timeout=5).close()
     except OSError as exc:
         return f"no registry answers on {images.REGISTRY} ({exc})"
-    for tool in (SSHD, "ssh", "scp", "ssh-keygen", "debootstrap", "flock"):
+    for tool in (SSHD, "ssh", "scp", "ssh-keygen", "debootstrap", "flock", "docker-compose"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -105,6 +105,7 @@ def keygen(path: Path) -> Path:
 
 @dataclass
 class Sshd:
+    home: Path
     port: int
     key: Path
     known_hosts: Path
@@ -149,6 +150,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterat
                 "PubkeyAuthentication yes",
                 "PermitRootLogin prohibit-password",
                 "Subsystem sftp /usr/lib/openssh/sftp-server",
+                # `docker login` on the "server" writes here, not into this machine's ~/.docker.
+                f"SetEnv DOCKER_CONFIG={d / 'docker-config'}",
                 "LogLevel ERROR",
                 "",
             ]
@@ -171,7 +174,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterat
     wrong = d / "wrong_known_hosts"
     wrong.write_text(f"[127.0.0.1]:{port} {(d / 'other_host_key.pub').read_text()}")
     try:
-        yield Sshd(port, client_key, known, wrong, getpass.getuser())
+        yield Sshd(d, port, client_key, known, wrong, getpass.getuser())
     finally:
         proc.terminate()
         proc.wait(timeout=10)

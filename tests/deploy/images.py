@@ -148,6 +148,9 @@ def gateway_venv(dest: Path) -> Path:
             "--locked",
             "--no-dev",
             "--no-editable",
+            # As the real image does (gateway.py): a non-root container cannot write .pyc files
+            # into the venv, so without this every start compiles every module again.
+            "--compile-bytecode",
             "--python",
             HOST_PYTHON,
         ],
@@ -216,8 +219,9 @@ def _build_and_push(versions: tuple[Version, ...]) -> None:
                     env={**os.environ, "DOCKER_BUILDKIT": "0"},
                 )
                 run(["docker", "push", "--quiet", ref])
-                # Untag only: the layers stay cached, the next pull of this tag is real.
-                run(["docker", "image", "rm", "--no-prune", ref])
+                # Untag only (--force: a container of another session may still use it): the
+                # layers stay cached, and the next pull of this tag really asks the registry.
+                run(["docker", "image", "rm", "--force", "--no-prune", ref])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ which drives Docker Compose v2 against images pulled from the local registry.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
 import subprocess
 import time
 
@@ -90,7 +94,8 @@ def test_deploy_v2_logs_and_keeps_v1_pullable(server: Server) -> None:
         assert (
             subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
         )
-        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=True)
+        # --force: untag even if a container of another test session still uses it.
+        subprocess.run(["docker", "image", "rm", "--force", ref], capture_output=True, check=True)
         pull = subprocess.run(["docker", "pull", "--quiet", ref], capture_output=True, text=True)
         assert pull.returncode == 0, pull.stderr
 
@@ -281,3 +286,46 @@ def test_old_images_are_pruned_beyond_the_window(server: Server) -> None:
         ).returncode
         == 0
     )
+
+
+def test_registry_login_reads_the_token_from_stdin(server: Server) -> None:
+    token = "tok-" + "7" * 36
+    result = server.run("deploy", tag=V1, registry_user="deployer", stdin=token + "\n")
+    assert result.returncode == 0, result.output
+    config = json.loads((server.sshd.home / "docker-config" / "config.json").read_text())
+    auth = config["auths"][images.REGISTRY]["auth"]
+    assert base64.b64decode(auth).decode() == f"deployer:{token}"
+    # The token went in on stdin only: it is in no output and no file the script writes.
+    assert token not in result.output
+    assert token not in server.log_file.read_text()
+    assert token not in (server.path / "deploy.lock").read_text()
+
+
+def test_compose_v1_fallback_polls_health_and_rolls_back(server: Server) -> None:
+    """Without the v2 plugin (forced here), docker-compose v1 applies and the script polls."""
+    for name in ("compose.yml", "deploy/providers.yaml", "deploy/mcp-trader-deploy.sh"):
+        (server.path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(images.REPO / name, server.path / name)
+    env = {**os.environ, "MCP_TRADER_COMPOSE": "v1"}
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(server.path / "deploy" / "mcp-trader-deploy.sh"), "--wait-timeout", "30",
+             *args],
+            env=env, capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+
+    ok = script("deploy", "--tag", V1)
+    assert ok.returncode == 0, ok.stderr
+    assert server.running_tags() == both(V1)
+    versions = subprocess.run(
+        ["docker", "inspect", "-f", '{{index .Config.Labels "com.docker.compose.version"}}',
+         *[c["id"] for c in server.containers().values()]],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert versions and all(v.startswith("1.") for v in versions), versions
+    bad = script("deploy", "--tag", BAD)
+    assert bad.returncode == 4, bad.stderr
+    assert "rolled back" in bad.stderr
+    assert server.running_tags() == both(V1)
+    assert pinned(server) == (V1, V1)
