@@ -25,11 +25,16 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 if ((${#need[@]})); then
   apt-get update
-  # No init system here: keep package scripts from trying to start the daemons themselves.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
+  # No init system here: keep package scripts from trying to start the daemons themselves
+  # (this script starts them below). A policy the machine already has is left as it is.
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-  rm -f /usr/sbin/policy-rc.d
+  if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # Compose v2 CLI plugin from Debian 13 (trixie). A private apt state keeps trixie out of the
