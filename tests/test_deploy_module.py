@@ -90,7 +90,17 @@ async def test_ssh_options_are_strict(engine: EngineDouble) -> None:
         assert "ssh-keyscan" not in argv
 
 
-async def test_secrets_are_mounted_by_reference_and_never_sent(engine: EngineDouble) -> None:
+async def test_secrets_are_mounted_by_reference_and_never_sent(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Values the secrets' URIs point at: the module must never read or send them.
+    values = {
+        "DEPLOY_SSH_KEY": "-----BEGIN OPENSSH PRIVATE KEY----- marker-key",
+        "DEPLOY_KNOWN_HOSTS": "deploy.example.com ssh-ed25519 marker-host",
+        "GITHUB_TOKEN": "ghs_markertoken",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
     token = dag.secret("env://GITHUB_TOKEN")
     await called(
         trader().deploy(
@@ -108,6 +118,9 @@ async def test_secrets_are_mounted_by_reference_and_never_sent(engine: EngineDou
     for c in mounts.values():
         assert c.args["mode"] == 0o600
         assert c.args["owner"] == "root:root"
+    for q in engine.queries:
+        for value in values.values():
+            assert value not in q.text and value not in json.dumps(q.variables)
     # Never unwrapped, never put in an env var, never set from a value.
     assert engine.calls("plaintext") == []
     assert engine.calls("setSecret") == []

@@ -224,6 +224,14 @@ def test_wrong_host_key_is_refused_before_any_change(server: Server) -> None:
     assert server.env_file.read_bytes() == env_before
     assert {s: c["id"] for s, c in server.containers().items()} == ids_before
     assert len(server.log()) == 1
+    # An unknown host (no line for it at all) is refused the same way: no trust on first use.
+    empty = server.path.parent / "empty_known_hosts"
+    empty.write_text("")
+    result = server.run("deploy", tag=V2, known_hosts=empty)
+    assert result.returncode == 255, result.output
+    assert "Host key verification failed" in result.output
+    assert sorted(p.name for p in (server.path / ".incoming").iterdir()) == incoming_before
+    assert server.env_file.read_bytes() == env_before
 
 
 def test_manual_compose_up_keeps_rolled_back_version(server: Server) -> None:
