@@ -80,6 +80,20 @@ async def test_gateway_checks_see_the_proto_where_the_stub_test_looks(
     assert ["uv", "sync", "--locked", "--no-install-project"] in execs(obj)
 
 
+async def test_gateway_tests_run_the_end_to_end_test_against_the_built_provider(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    await called(module.gateway_tests())
+    (obj,) = synced(engine)
+    (copy,) = [s for s in obj.find_all("withFile") if s.args["path"] == checks.PROVIDER_BIN]
+    # The file is the release binary copied out of the provider's build, in its install exec.
+    producer = copy.args["source"]
+    assert producer.arg("file", "path") == "/out/bin/binance-provider"
+    assert any(a[:2] == ["cargo", "install"] for a in execs(producer))
+    env = {s.args["name"]: s.args["value"] for s in obj.find_all("withEnvVariable")}
+    assert env["BINANCE_PROVIDER_BIN"] == checks.PROVIDER_BIN
+
+
 async def test_failed_checks_are_named_with_the_tools_output(
     engine: EngineDouble, module: McpTrader
 ) -> None:

@@ -8,11 +8,12 @@ and Python suites run in the engine at the same time, and reports every failure 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 import dagger
+from dagger import dag
 
 from . import gateway, provider
 from .errors import run_all
@@ -24,33 +25,57 @@ class Check:
 
     name: str
     description: str
-    container: Callable[[dagger.Directory], dagger.Container]
+    container: Callable[[dagger.Directory], Awaitable[dagger.Container]]
     commands: tuple[tuple[str, ...], ...]
+
+
+#: Where the gateway's end-to-end test finds the provider (its BINANCE_PROVIDER_BIN contract).
+PROVIDER_BIN: Final = "/usr/local/bin/binance-provider"
+
+
+def _sync(
+    make: Callable[[dagger.Directory], dagger.Container],
+) -> Callable[[dagger.Directory], Awaitable[dagger.Container]]:
+    async def container(source: dagger.Directory) -> dagger.Container:
+        return make(source)
+
+    return container
+
+
+async def gateway_tests_container(source: dagger.Directory) -> dagger.Container:
+    """The gateway's check container plus the provider's release binary for the engine's own
+    platform: the end-to-end test runs the real provider, and this image has no Rust toolchain."""
+    provider_bin = await provider.binary(source, await dag.default_platform())
+    return (
+        gateway.checker(source)
+        .with_file(PROVIDER_BIN, provider_bin, permissions=0o755)
+        .with_env_variable("BINANCE_PROVIDER_BIN", PROVIDER_BIN)
+    )
 
 
 CHECKS: Final = (
     Check(
         "provider-format",
         "cargo fmt --check",
-        provider.checker,
+        _sync(provider.checker),
         (("cargo", "fmt", "--check"),),
     ),
     Check(
         "provider-lint",
         "cargo clippy, warnings as errors",
-        provider.checker,
+        _sync(provider.checker),
         (("cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"),),
     ),
     Check(
         "provider-tests",
         "cargo test --locked",
-        provider.checker,
+        _sync(provider.checker),
         (("cargo", "test", "--locked"),),
     ),
     Check(
         "gateway-lint",
         "ruff check and ruff format --check",
-        gateway.checker,
+        _sync(gateway.checker),
         (
             ("uv", "run", "--locked", "ruff", "check", "."),
             ("uv", "run", "--locked", "ruff", "format", "--check", "."),
@@ -59,13 +84,13 @@ CHECKS: Final = (
     Check(
         "gateway-types",
         "mypy (strict, per mcp-gateway/pyproject.toml)",
-        gateway.checker,
+        _sync(gateway.checker),
         (("uv", "run", "--locked", "mypy"),),
     ),
     Check(
         "gateway-tests",
-        "pytest",
-        gateway.checker,
+        "pytest, the end-to-end test against the real provider binary included",
+        gateway_tests_container,
         (("uv", "run", "--locked", "pytest"),),
     ),
 )
@@ -78,7 +103,7 @@ async def run(source: dagger.Directory, name: str) -> None:
         check = BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown check {name!r}: expected one of {', '.join(BY_NAME)}") from None
-    ctr = check.container(source)
+    ctr = await check.container(source)
     for command in check.commands:
         ctr = ctr.with_exec(list(command))
     await ctr.sync()

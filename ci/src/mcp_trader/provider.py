@@ -184,17 +184,21 @@ async def builder(
     return with_sources(ctr, source, BUILD_INPUTS), target
 
 
+async def binary(source: dagger.Directory, platform: dagger.Platform | None = None) -> dagger.File:
+    """The release binary of binance-provider for `platform` (linux/amd64 by default)."""
+    build_ctr, target = await builder(source, platform)
+    return build_ctr.with_exec(build_command(target)).file(OUT)
+
+
 async def build(
     source: dagger.Directory, platform: dagger.Platform | None = None
 ) -> dagger.Container:
     """The runtime image of binance-provider for `platform` (linux/amd64 by default)."""
     target_platform = platforms.check(platform)
-    build_ctr, target = await builder(source, target_platform)
-    binary = build_ctr.with_exec(build_command(target)).file(OUT)
     ctr = (
         dag.container(platform=target_platform)
         .from_(RUNTIME_IMAGE)
-        .with_file(BINARY_PATH, binary, permissions=0o755)
+        .with_file(BINARY_PATH, await binary(source, target_platform), permissions=0o755)
         .with_user(USER)
         .with_exposed_port(PORT, description="provider.v1 gRPC and grpc.health.v1")
         .with_entrypoint([BINARY_PATH])
