@@ -1,12 +1,14 @@
-"""Shared fixtures: the engine double every module test runs against."""
+"""Shared fixtures: the engine double every module test runs against, and the registration."""
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from dagger import dag
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import EngineDouble, sdk_connection
+from tests.registration import Function, register
 
 
 @pytest.fixture
@@ -30,3 +32,16 @@ def module() -> McpTrader:
     `@object_type` makes McpTrader a dataclass at run time, which mypy cannot see.
     """
     return McpTrader(source=dag.directory())  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The module as the SDK registers it (once per session): {"module", "objects"}."""
+    return register(tmp_path_factory.mktemp("register") / "module.json")
+
+
+@pytest.fixture(scope="session")
+def registered_functions(registered: dict[str, Any]) -> dict[str, Function]:
+    """The main object's registered functions, by Python name."""
+    functions: dict[str, Function] = registered["objects"]["McpTrader"]["functions"]
+    return functions

@@ -8,10 +8,6 @@ assert that a pull request never reaches `publish`, and which addresses a push d
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +27,7 @@ from mcp_trader.pipeline import (
 )
 
 from tests.enginedouble import Call, EngineDouble
+from tests.registration import Function, is_optional
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "1A2B3C4D5E6F7081920a1b2c3d4e5f6071829304"
@@ -511,51 +508,17 @@ async def test_ci_function_names_a_failing_build(
 # ---------------------------------------------------------------------------------------------
 # Registration: the SDK's own code must accept `ci`'s signature
 
-REGISTER = """
-import os, sys
-# The SDK reads these at import time, so they are set before anything imports dagger.
-os.environ["DAGGER_MODULE"] = "mcp-trader"
-os.environ["DAGGER_MAIN_OBJECT"] = "McpTrader"
-os.environ["DAGGER_MODULE_FILE"] = sys.argv[1]
-import asyncio, json
-from tests.enginedouble import EngineDouble, sdk_connection
 
-with EngineDouble() as double:
-    os.environ.update(double.env)
-    from mcp_trader.main import McpTrader
-
-    async def register() -> None:
-        async with sdk_connection(double):
-            await McpTrader.__dagger_module__.register()
-
-    asyncio.run(register())
+def test_ci_registers_uncached_with_optional_credentials(
+    registered_functions: dict[str, Function],
+) -> None:
+    ci = registered_functions["ci"]
+    assert ci.cache_policy == "Never"
     args = [
-        {"name": c.args["name"], "optional": "withOptional" in c.args["typeDef"].fields,
-         "default": c.args.get("defaultValue")}
-        for c in double.calls("withArg") if c.receiver.arg("function", "name") == "ci"
+        {"name": n, "optional": is_optional(a), "default": a.get("defaultValue")}
+        for n, a in ci.args.items()
     ]
-    policies = [
-        c.args["policy"] for c in double.calls("withCachePolicy")
-        if c.receiver.arg("function", "name") == "ci"
-    ]
-    print(json.dumps({"args": args, "policies": policies}))
-"""
-
-
-def test_ci_registers_uncached_with_optional_credentials(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", REGISTER, str(tmp_path / "module.json")],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "ci" / "src"), str(REPO)])},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["policies"] == ["Never"]
-    assert result["args"] == [
+    assert args == [
         {"name": "sha", "optional": False, "default": None},
         {"name": "ref", "optional": False, "default": None},
         {"name": "repository", "optional": False, "default": None},
@@ -563,5 +526,3 @@ def test_ci_registers_uncached_with_optional_credentials(tmp_path: Path) -> None
         {"name": "password", "optional": True, "default": "null"},
         {"name": "default_branch", "optional": False, "default": '"main"'},
     ]
-    # The SDK wrote the module's type definitions (the ID of the registered module).
-    assert (tmp_path / "module.json").read_text().strip()

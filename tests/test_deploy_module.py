@@ -11,10 +11,6 @@ before a single query reaches the engine.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import dagger
@@ -25,6 +21,7 @@ from mcp_trader.main import McpTrader
 
 from tests.enginedouble import EngineDouble
 from tests.enginedouble.double import called
+from tests.registration import Function, is_optional, object_name, required
 
 HOST = "deploy.example.com"
 USER = "deploy"
@@ -289,74 +286,20 @@ async def test_bad_rollback_target_fails_before_any_query(engine: EngineDouble) 
     assert len(engine.queries) == before
 
 
-REGISTER = """
-import os, sys
-os.environ["DAGGER_MODULE"] = "mcp-trader"
-os.environ["DAGGER_MAIN_OBJECT"] = "McpTrader"
-os.environ["DAGGER_MODULE_FILE"] = sys.argv[1]
-import asyncio, json
-from tests.enginedouble import EngineDouble, sdk_connection
-
-with EngineDouble() as double:
-    os.environ.update(double.env)
-    from mcp_trader.main import McpTrader
-
-    async def register() -> None:
-        async with sdk_connection(double):
-            await McpTrader.__dagger_module__.register()
-
-    asyncio.run(register())
-    out = {}
+def test_deploy_functions_register_uncached_with_secret_credentials(
+    registered_functions: dict[str, Function],
+) -> None:
     for name in ("deploy", "rollback", "status"):
-        out[name] = {
-            "args": {
-                c.args["name"]: {
-                    "optional": "withOptional" in c.args["typeDef"].fields,
-                    "default": c.args.get("defaultValue"),
-                    "object": (
-                        c.args["typeDef"].arg("withObject", "name")
-                        if c.args["typeDef"].find("withObject")
-                        else None
-                    ),
-                }
-                for c in double.calls("withArg")
-                if c.receiver.arg("function", "name") == name
-            },
-            "policies": [
-                c.args["policy"]
-                for c in double.calls("withCachePolicy")
-                if c.receiver.arg("function", "name") == name
-            ],
-        }
-    print(json.dumps(out))
-"""
-
-
-def test_deploy_functions_register_uncached_with_secret_credentials(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-c", REGISTER, str(tmp_path / "module.json")],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "ci" / "src"), str(repo)])},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for name in ("deploy", "rollback", "status"):
-        fn = result[name]
-        assert fn["policies"] == ["Never"], name
-        args = fn["args"]
-        assert args["ssh_key"]["object"] == "Secret"
-        assert args["known_hosts"]["object"] == "Secret"
-        required = {n for n, a in args.items() if a["default"] is None and not a["optional"]}
-        assert required == {"host", "user", "ssh_key", "known_hosts"}, name
-        assert args["path"]["default"] == '"/opt/mcp-trader"'
-        assert args["port"]["default"] == "22"
+        fn = registered_functions[name]
+        assert fn.cache_policy == "Never", name
+        args = fn.args
+        assert object_name(args["ssh_key"]) == "Secret"
+        assert object_name(args["known_hosts"]) == "Secret"
+        assert required(fn) == {"host", "user", "ssh_key", "known_hosts"}, name
+        assert args["path"]["defaultValue"] == '"/opt/mcp-trader"'
+        assert args["port"]["defaultValue"] == "22"
     for name in ("deploy", "rollback"):
-        assert result[name]["args"]["registry_password"]["object"] == "Secret"
-        assert result[name]["args"]["registry_password"]["optional"]
-    assert {"tag", "provider_tag", "gateway_tag"} <= set(result["deploy"]["args"])
-    assert "to" in result["rollback"]["args"]
+        assert object_name(registered_functions[name].args["registry_password"]) == "Secret"
+        assert is_optional(registered_functions[name].args["registry_password"])
+    assert {"tag", "provider_tag", "gateway_tag"} <= set(registered_functions["deploy"].args)
+    assert "to" in registered_functions["rollback"].args

@@ -5,13 +5,8 @@ are about what publishing asks of the engine, not about how the images are built
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import dagger
@@ -37,6 +32,7 @@ from mcp_trader.publish import (
 )
 
 from tests.enginedouble import Call, EngineDouble, Obj, Step
+from tests.registration import Function, is_optional, object_name, required
 
 SHA = "1A2B3C4D5E6F7A8B9C0D1E2F3A4B5C6D7E8F9A0B"
 CREATED = "2024-05-01T12:00:00Z"
@@ -698,69 +694,15 @@ async def test_publish_function_defaults_to_amd64_and_refuses_prs_before_buildin
 
 # ======================================================================== registration
 
-REGISTER = """
-import os, sys
-# The SDK reads these at import time, so they are set before anything imports dagger.
-os.environ["DAGGER_MODULE"] = "mcp-trader"
-os.environ["DAGGER_MAIN_OBJECT"] = "McpTrader"
-os.environ["DAGGER_MODULE_FILE"] = sys.argv[1]
-import asyncio, json
-from tests.enginedouble import EngineDouble, sdk_connection
 
-with EngineDouble() as double:
-    os.environ.update(double.env)
-    from mcp_trader.main import McpTrader
-
-    async def register() -> None:
-        async with sdk_connection(double):
-            await McpTrader.__dagger_module__.register()
-
-    asyncio.run(register())
-    out = {}
-    for name in ("tags", "publish"):
-        out[name] = {
-            "args": [
-                {
-                    "name": c.args["name"],
-                    "optional": "withOptional" in c.args["typeDef"].fields,
-                    "default": c.args.get("defaultValue"),
-                    "type": [s.field for s in c.args["typeDef"].steps][1:],
-                    "object": (
-                        c.args["typeDef"].arg("withObject", "name")
-                        if c.args["typeDef"].find("withObject")
-                        else None
-                    ),
-                }
-                for c in double.calls("withArg")
-                if c.receiver.arg("function", "name") == name
-            ],
-            "policies": [
-                c.args["policy"]
-                for c in double.calls("withCachePolicy")
-                if c.receiver.arg("function", "name") == name
-            ],
-        }
-    print(json.dumps(out))
-"""
-
-
-def test_tags_and_publish_register_with_the_sdk(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-c", REGISTER, str(tmp_path / "module.json")],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "ci" / "src"), str(repo)])},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["tags"]["policies"] == []  # pure: cacheable
-    assert [a["name"] for a in result["tags"]["args"]] == ["sha", "ref", "default_branch"]
-    assert result["publish"]["policies"] == ["Never"]  # a side effect: never cached
-    args = {a["name"]: a for a in result["publish"]["args"]}
+def test_tags_and_publish_register_with_the_sdk(
+    registered_functions: dict[str, Function],
+) -> None:
+    tags, publish = registered_functions["tags"], registered_functions["publish"]
+    assert tags.cache_policy is None  # pure: cacheable
+    assert list(tags.args) == ["sha", "ref", "default_branch"]
+    assert publish.cache_policy == "Never"  # a side effect: never cached
+    args = publish.args
     assert list(args) == [
         "repository",
         "username",
@@ -773,10 +715,9 @@ def test_tags_and_publish_register_with_the_sdk(tmp_path: Path) -> None:
         "allow_pr",
         "created",
     ]
-    required = {"repository", "username", "password", "sha", "ref"}
-    assert {n for n, a in args.items() if a["default"] is None and not a["optional"]} == required
-    assert args["password"]["object"] == "Secret"  # the token only ever as a Secret
-    assert args["registry"]["default"] == '"ghcr.io"'
-    assert args["default_branch"]["default"] == '"main"'
-    assert args["allow_pr"]["default"] == "false"
-    assert args["platforms"]["optional"] and args["created"]["optional"]
+    assert required(publish) == {"repository", "username", "password", "sha", "ref"}
+    assert object_name(args["password"]) == "Secret"  # the token only ever as a Secret
+    assert args["registry"]["defaultValue"] == '"ghcr.io"'
+    assert args["default_branch"]["defaultValue"] == '"main"'
+    assert args["allow_pr"]["defaultValue"] == "false"
+    assert is_optional(args["platforms"]) and is_optional(args["created"])

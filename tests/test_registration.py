@@ -1,27 +1,12 @@
-"""The module registers through the SDK's own code, as the engine's Python runtime runs it.
-
-The 0.21 runtime (dagger/dagger sdk/python/runtime) starts `/runtime --register`, i.e.
-`dagger.mod.cli.app(None, register=True)`, with DAGGER_MODULE, DAGGER_MAIN_OBJECT and
-DAGGER_DEFAULT_PYTHON_PACKAGE set and DAGGER_MODULE_FILE naming the output; the SDK reads those
-at import time, so the registration runs in a fresh interpreter against the engine double. The
-type definitions it sends (module -> objects -> functions -> arguments) are decoded from the
-double's IDs. A signature the SDK cannot turn into a type definition fails here.
-"""
+"""The module registers through the SDK's own code (tests/registration.py): every function,
+its arguments and docs, as `dagger functions` would list them."""
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 from mcp_trader.sources import SOURCE_IGNORE
 
-from tests.enginedouble import EngineDouble, Obj
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.registration import REPO, Function, typedef_name
 
 #: The functions this area owns (issue 7), by Python name.
 BUILD_AND_TEST = {
@@ -42,83 +27,6 @@ CHECKS = {
 }
 #: Functions with side effects must never be cached (DESIGN.md §3), whoever adds them.
 SIDE_EFFECTS = {"publish", "deploy", "rollback", "ci"}
-
-
-@dataclass
-class Function:
-    name: str
-    description: str = ""
-    args: dict[str, dict[str, Any]] = field(default_factory=dict)
-    check: bool = False
-    cache_policy: str | None = None
-    return_type: str = ""
-
-
-def typedef_name(obj: Obj) -> str:
-    for step in reversed(obj.steps):
-        if step.field in ("withObject", "withScalar", "withKind", "withListOf", "withEnum"):
-            return f"{step.field}:{step.args.get('name') or step.args.get('kind') or ''}"
-    return "?"
-
-
-def decode_function(obj: Obj) -> Function:
-    head = obj.steps[0]
-    assert head.field == "function", obj
-    fn = Function(head.args["name"], return_type=typedef_name(head.args["returnType"]))
-    for step in obj.steps[1:]:
-        if step.field == "withDescription":
-            fn.description = step.args["description"]
-        elif step.field == "withArg":
-            fn.args[step.args["name"]] = dict(step.args)
-        elif step.field == "withCheck":
-            fn.check = True
-        elif step.field == "withCachePolicy":
-            fn.cache_policy = step.args["policy"]
-    return fn
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("register") / "module.json"
-    with EngineDouble() as engine:
-        env = {
-            **os.environ,
-            **engine.env,
-            "DAGGER_MODULE": "mcp-trader",
-            "DAGGER_MAIN_OBJECT": "McpTrader",
-            "DAGGER_DEFAULT_PYTHON_PACKAGE": "mcp_trader",
-            "DAGGER_MODULE_FILE": str(out),
-            "PYTHONPATH": str(REPO / "ci" / "src"),
-        }
-        # runtime.py of the 0.21 runtime, verbatim in effect.
-        code = "import sys; from dagger.mod.cli import app; sys.exit(app(None, True))"
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env,
-            cwd=REPO / "ci",
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, f"registration failed:\n{proc.stdout}\n{proc.stderr}"
-        module = engine.obj(json.loads(out.read_text()))
-        assert module.steps[0].field == "module"
-        objects: dict[str, Any] = {}
-        for step in module.find_all("withObject"):
-            typedef = step.args["object"]
-            (decl,) = [s for s in typedef.steps if s.field == "withObject"]
-            functions = {
-                fn.name: fn
-                for s in typedef.find_all("withFunction")
-                for fn in [decode_function(s.args["function"])]
-            }
-            ctor = typedef.find("withConstructor")
-            objects[decl.args["name"]] = {
-                "description": decl.args.get("description"),
-                "functions": functions,
-                "constructor": decode_function(ctor.args["function"]) if ctor else None,
-            }
-        return {"module": module, "objects": objects}
 
 
 def test_main_object_registers_with_every_build_and_test_function(
