@@ -11,7 +11,7 @@ before a single query reaches the engine.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 import dagger
 import pytest
@@ -32,7 +32,12 @@ def trader() -> McpTrader:
     return McpTrader(source=dag.host().directory("/repo"))  # type: ignore[call-arg]
 
 
-def secrets() -> dict[str, dagger.Secret]:
+class Credentials(TypedDict):
+    ssh_key: dagger.Secret
+    known_hosts: dagger.Secret
+
+
+def secrets() -> Credentials:
     """Secrets by URI, the way `--ssh-key env://DEPLOY_SSH_KEY` reaches a module: no value."""
     return {
         "ssh_key": dag.secret("env://DEPLOY_SSH_KEY"),

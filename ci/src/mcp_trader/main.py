@@ -4,7 +4,8 @@ Each function is a thin entry point; the work lives in one module per job
 (provider.py, gateway.py, checks.py, tags.py, publish.py, pipeline.py, deploy.py).
 """
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, check, function, object_type
@@ -15,6 +16,18 @@ from mcp_trader import gateway as _gateway
 from mcp_trader import provider as _provider
 from mcp_trader.errors import run_all as _run_all
 from mcp_trader.sources import SOURCE_IGNORE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def uncached(fn: F) -> F:
+    """`@function(cache="never")`, for functions with side effects (publish, deploy, ci...).
+
+    dagger-io 0.21.11's typing overloads of `function` omit its `cache` parameter, which the
+    implementation accepts; this keeps the one type-ignore in one place.
+    """
+    return function(fn, cache="never")  # type: ignore[call-overload, no-any-return]
+
 
 PLATFORM_DOC = "Target platform: linux/amd64 (default) or linux/arm64."
 
@@ -157,7 +170,7 @@ class McpTrader:
 
         return image_tags(sha=sha, ref=ref, default_branch=default_branch)
 
-    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    @uncached
     async def publish(
         self,
         repository: Annotated[
@@ -193,17 +206,12 @@ class McpTrader:
         before the first push; `sha-` tags go first and `latest` last; transient registry errors
         are retried. Returns each pushed reference with its digest (image:tag@sha256:...).
         """
-        from mcp_trader import gateway, provider
+        from mcp_trader.pipeline import service_builder
         from mcp_trader.publish import DEFAULT_PLATFORMS, publish_images
 
-        async def build(service: str, platform: dagger.Platform) -> dagger.Container:
-            # The same builds as build-provider / build-gateway.
-            if service == "binance-provider":
-                return await provider.build(self.source, platform)
-            return gateway.build(self.source, platform)
-
         return await publish_images(
-            build,
+            # The same builds as build-provider / build-gateway.
+            service_builder(self.source),
             repository=repository,
             username=username,
             password=password,
@@ -217,9 +225,7 @@ class McpTrader:
         )
 
     # --- Deploy (issue 6): ship compose.yml + deploy/ over SSH, run deploy/mcp-trader-deploy.sh ---
-    # dagger-io 0.21.11's typing overloads of `function` omit its `cache` parameter (the runtime
-    # accepts it), hence the ignore on each decorator below.
-    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    @uncached
     async def deploy(
         self,
         host: Annotated[str, Doc("The server's host name or IP address.")],
@@ -280,7 +286,7 @@ class McpTrader:
             run_id=run_id or _deploy.new_run_id(),
         )
 
-    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    @uncached
     async def rollback(
         self,
         host: Annotated[str, Doc("The server's host name or IP address.")],
@@ -335,7 +341,7 @@ class McpTrader:
             run_id=run_id or _deploy.new_run_id(),
         )
 
-    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    @uncached
     async def status(
         self,
         host: Annotated[str, Doc("The server's host name or IP address.")],
@@ -369,7 +375,7 @@ class McpTrader:
         )
 
     # --- CI (issue 5): what .github/workflows/ci.yml calls; the decisions live in pipeline.py ---
-    @function(cache="never")  # type: ignore[call-overload,untyped-decorator]
+    @uncached
     async def ci(
         self,
         sha: Annotated[str, Doc("The commit being built: 7 to 40 hex digits (github.sha).")],
