@@ -9,7 +9,7 @@ Security choices, all on every command line:
 - `-F /dev/null`: no ssh_config of the machine running the command changes its behaviour;
 - `StrictHostKeyChecking=yes` with `UserKnownHostsFile=<the given known_hosts>` and no global
   file: an unknown host or a changed host key fails the connection before anything is copied or
-  run (no `ssh-keyscan`, no trust on first use);
+  run (no key scanning, no trust on first use);
 - `IdentitiesOnly=yes` with the one given key (`-i`), `BatchMode=yes`: no agent, no password
   prompt, no hang waiting for input.
 """
