@@ -11,23 +11,25 @@ Order of work:
 3. Publish the very images just built (the publish helper's order and retry rules), or say why not.
 
 A failure raises `CiError` whose message starts with the stage (`test`, `build provider`,
-`build gateway`, `publish`) followed by the underlying error; exception groups (anyio task groups,
-`asyncio.gather`) are unwrapped so the user reads the compiler's or the registry's own message.
+`build gateway`, `publish`) followed by the underlying error; the stages run in an anyio task
+group (`errors.run_all`) and exception groups are unwrapped, so the user reads the compiler's or
+the registry's own message.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import dagger
 
 from . import gateway, provider
+from .errors import JobFailedError, run_all
 from .errors import describe as describe_error
 from .publish import SERVICES, check_username, format_created, plan_publish, publish_images
 from .tags import (
@@ -227,23 +229,21 @@ async def run_ci(
         container = await built if inspect.isawaitable(built) else built
         return await container.sync()
 
-    stages: list[Stage] = ["test", *(BUILD_STAGES[s] for s in SERVICES)]
-    # Issue all three before awaiting any: they run in the engine at the same time.
-    results = await asyncio.gather(
-        test(), *(build_one(s) for s in SERVICES), return_exceptions=True
-    )
-    failures: list[tuple[Stage, BaseException]] = []
-    for stage, result in zip(stages, results, strict=True):
-        if isinstance(result, BaseException):
-            if not isinstance(result, Exception) and not isinstance(result, BaseExceptionGroup):
-                raise result  # cancellation is not a stage failure
-            failures.append((stage, result))
-    if failures:
-        raise CiError(failures)
+    jobs: dict[str, Callable[[], Awaitable[object]]] = {
+        "test": test,
+        **{BUILD_STAGES[s]: functools.partial(build_one, s) for s in SERVICES},
+    }
+    # All three are issued before any is awaited: they run in the engine at the same time.
+    try:
+        results = await run_all(jobs)
+    except JobFailedError as failed:
+        raise CiError(
+            [(cast(Stage, stage), error) for stage, error in failed.failures.items()]
+        ) from failed
     images = {
-        service: result
-        for service, result in zip(SERVICES, results[1:], strict=True)
-        if isinstance(result, dagger.Container)
+        service: image
+        for service in SERVICES
+        if isinstance(image := results[BUILD_STAGES[service]], dagger.Container)
     }
 
     lines = [
