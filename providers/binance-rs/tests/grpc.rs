@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use binance_provider::proto::ErrorCode;
 use binance_provider::proto::ListCapabilitiesRequest;
-use common::{FakeBinance, Mode, Provider, close, err, invoke, ok, test_config};
+use common::{FakeBinance, Mode, Provider, close, err, invoke, invoke_btc, ok, test_config};
 use serde_json::{Value, json};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -287,21 +287,11 @@ async fn failed_reports_are_not_cached() {
     let mut client = provider.client().await;
     fake.fail(Mode::ServerError, usize::MAX);
     err(
-        invoke(
-            &mut client,
-            "binance.market_report",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.market_report").await,
         ErrorCode::UpstreamUnavailable,
     );
     fake.fail(Mode::ServerError, 0);
-    ok(invoke(
-        &mut client,
-        "binance.market_report",
-        json!({"symbol": "BTCUSDT"}),
-    )
-    .await);
+    ok(invoke_btc(&mut client, "binance.market_report").await);
 }
 
 #[tokio::test]
@@ -310,12 +300,7 @@ async fn upstream_500_is_retried_then_reported_unavailable() {
     let mut client = provider.client().await;
     fake.fail(Mode::ServerError, usize::MAX);
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_ticker",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_ticker").await,
         ErrorCode::UpstreamUnavailable,
     );
     assert!(e.message.contains("HTTP 500"), "{}", e.message);
@@ -336,12 +321,7 @@ async fn a_transient_500_is_retried_to_success() {
     let (fake, provider) = setup().await;
     let mut client = provider.client().await;
     fake.fail(Mode::ServerError, 1);
-    ok(invoke(
-        &mut client,
-        "binance.get_order_book",
-        json!({"symbol": "BTCUSDT"}),
-    )
-    .await);
+    ok(invoke_btc(&mut client, "binance.get_order_book").await);
     assert_eq!(fake.hits("/api/v3/depth").len(), 2);
 }
 
@@ -357,12 +337,7 @@ async fn retry_after_on_429_is_honoured() {
         1,
     );
     let started = Instant::now();
-    ok(invoke(
-        &mut client,
-        "binance.get_ticker",
-        json!({"symbol": "BTCUSDT"}),
-    )
-    .await);
+    ok(invoke_btc(&mut client, "binance.get_ticker").await);
     // The configured backoff is 10 ms; only Retry-After explains a wait of a second.
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -384,12 +359,7 @@ async fn persistent_429_is_unavailable_with_binance_code() {
         usize::MAX,
     );
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_recent_trades",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_recent_trades").await,
         ErrorCode::UpstreamUnavailable,
     );
     assert!(e.message.contains("rate-limited"), "{}", e.message);
@@ -410,12 +380,7 @@ async fn a_418_ban_longer_than_the_cap_fails_at_once() {
     );
     let started = Instant::now();
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_ticker",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_ticker").await,
         ErrorCode::UpstreamUnavailable,
     );
     assert!(e.message.contains("banned"), "{}", e.message);
@@ -431,12 +396,7 @@ async fn a_hanging_upstream_times_out() {
     fake.fail(Mode::Hang, usize::MAX);
     let started = Instant::now();
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_klines",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_klines").await,
         ErrorCode::Timeout,
     );
     assert!(e.message.contains("within 400 ms"), "{}", e.message);
@@ -453,12 +413,7 @@ async fn a_malformed_body_is_reported() {
     let mut client = provider.client().await;
     fake.fail(Mode::Malformed, usize::MAX);
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_ticker",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_ticker").await,
         ErrorCode::UpstreamUnavailable,
     );
     assert!(
@@ -490,12 +445,7 @@ async fn binance_rejections_carry_its_code() {
         usize::MAX,
     );
     let e = err(
-        invoke(
-            &mut client,
-            "binance.market_report",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.market_report").await,
         ErrorCode::UpstreamRejected,
     );
     assert_eq!(e.upstream_code, -1100);
@@ -513,12 +463,7 @@ async fn an_unreachable_upstream_is_unavailable() {
     let provider = Provider::start(test_config(&format!("http://127.0.0.1:{port}"))).await;
     let mut client = provider.client().await;
     let e = err(
-        invoke(
-            &mut client,
-            "binance.get_ticker",
-            json!({"symbol": "BTCUSDT"}),
-        )
-        .await,
+        invoke_btc(&mut client, "binance.get_ticker").await,
         ErrorCode::UpstreamUnavailable,
     );
     assert!(e.message.contains("cannot connect"), "{}", e.message);

@@ -362,6 +362,11 @@ impl Provider {
 }
 
 /// Calls a tool and returns its outcome.
+/// Invokes `tool` with `{"symbol": "BTCUSDT"}`, the symbol the fake serves.
+pub async fn invoke_btc(client: &mut ProviderClient<Channel>, tool: &str) -> Outcome {
+    invoke(client, tool, serde_json::json!({"symbol": "BTCUSDT"})).await
+}
+
 pub async fn invoke(client: &mut ProviderClient<Channel>, tool: &str, args: Value) -> Outcome {
     client
         .invoke(InvokeRequest {
