@@ -58,6 +58,10 @@ impl Provider for ProviderService {
                 name: t.name.to_string(),
                 description: t.description.to_string(),
                 input_schema_json: t.input_schema.to_string(),
+                // No result schemas declared yet (an empty string says so in provider.v1).
+                output_schema_json: String::new(),
+                // Every Binance tool reads public market data and changes nothing.
+                read_only: true,
             })
             .collect();
         Ok(Response::new(ListCapabilitiesResponse {

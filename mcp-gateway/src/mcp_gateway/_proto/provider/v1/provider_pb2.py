@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mcp_gateway/_proto/provider/v1/provider.proto\x12\x0bprovider.v1\"\x19\n\x17ListCapabilitiesRequest\"_\n\x18ListCapabilitiesResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12 \n\x05tools\x18\x03 \x03(\x0b\x32\x11.provider.v1.Tool\"D\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11input_schema_json\x18\x03 \x01(\t\"I\n\rInvokeRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x0eInvokeResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.provider.v1.ToolResultH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.provider.v1.ToolErrorH\x00\x42\t\n\x07outcome\"(\n\nToolResult\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"Y\n\tToolError\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.provider.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rupstream_code\x18\x03 \x01(\x03*\xde\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_CODE_INVALID_ARGUMENTS\x10\x01\x12\x1b\n\x17\x45RROR_CODE_UNKNOWN_TOOL\x10\x02\x12#\n\x1f\x45RROR_CODE_UPSTREAM_UNAVAILABLE\x10\x03\x12 \n\x1c\x45RROR_CODE_UPSTREAM_REJECTED\x10\x04\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x05\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x06\x32\xae\x01\n\x08Provider\x12_\n\x10ListCapabilities\x12$.provider.v1.ListCapabilitiesRequest\x1a%.provider.v1.ListCapabilitiesResponse\x12\x41\n\x06Invoke\x12\x1a.provider.v1.InvokeRequest\x1a\x1b.provider.v1.InvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mcp_gateway/_proto/provider/v1/provider.proto\x12\x0bprovider.v1\"\x19\n\x17ListCapabilitiesRequest\"_\n\x18ListCapabilitiesResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12 \n\x05tools\x18\x03 \x03(\x0b\x32\x11.provider.v1.Tool\"s\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11input_schema_json\x18\x03 \x01(\t\x12\x1a\n\x12output_schema_json\x18\x04 \x01(\t\x12\x11\n\tread_only\x18\x05 \x01(\x08\"I\n\rInvokeRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x0eInvokeResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.provider.v1.ToolResultH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.provider.v1.ToolErrorH\x00\x42\t\n\x07outcome\"(\n\nToolResult\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"Y\n\tToolError\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.provider.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rupstream_code\x18\x03 \x01(\x03*\xde\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_CODE_INVALID_ARGUMENTS\x10\x01\x12\x1b\n\x17\x45RROR_CODE_UNKNOWN_TOOL\x10\x02\x12#\n\x1f\x45RROR_CODE_UPSTREAM_UNAVAILABLE\x10\x03\x12 \n\x1c\x45RROR_CODE_UPSTREAM_REJECTED\x10\x04\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x05\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x06\x32\xae\x01\n\x08Provider\x12_\n\x10ListCapabilities\x12$.provider.v1.ListCapabilitiesRequest\x1a%.provider.v1.ListCapabilitiesResponse\x12\x41\n\x06Invoke\x12\x1a.provider.v1.InvokeRequest\x1a\x1b.provider.v1.InvokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mcp_gateway._proto.provider.v1.provider_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=578
-  _globals['_ERRORCODE']._serialized_end=800
+  _globals['_ERRORCODE']._serialized_start=625
+  _globals['_ERRORCODE']._serialized_end=847
   _globals['_LISTCAPABILITIESREQUEST']._serialized_start=62
   _globals['_LISTCAPABILITIESREQUEST']._serialized_end=87
   _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=89
   _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=184
   _globals['_TOOL']._serialized_start=186
-  _globals['_TOOL']._serialized_end=254
-  _globals['_INVOKEREQUEST']._serialized_start=256
-  _globals['_INVOKEREQUEST']._serialized_end=329
-  _globals['_INVOKERESPONSE']._serialized_start=331
-  _globals['_INVOKERESPONSE']._serialized_end=442
-  _globals['_TOOLRESULT']._serialized_start=444
-  _globals['_TOOLRESULT']._serialized_end=484
-  _globals['_TOOLERROR']._serialized_start=486
-  _globals['_TOOLERROR']._serialized_end=575
-  _globals['_PROVIDER']._serialized_start=803
-  _globals['_PROVIDER']._serialized_end=977
+  _globals['_TOOL']._serialized_end=301
+  _globals['_INVOKEREQUEST']._serialized_start=303
+  _globals['_INVOKEREQUEST']._serialized_end=376
+  _globals['_INVOKERESPONSE']._serialized_start=378
+  _globals['_INVOKERESPONSE']._serialized_end=489
+  _globals['_TOOLRESULT']._serialized_start=491
+  _globals['_TOOLRESULT']._serialized_end=531
+  _globals['_TOOLERROR']._serialized_start=533
+  _globals['_TOOLERROR']._serialized_end=622
+  _globals['_PROVIDER']._serialized_start=850
+  _globals['_PROVIDER']._serialized_end=1024
 # @@protoc_insertion_point(module_scope)

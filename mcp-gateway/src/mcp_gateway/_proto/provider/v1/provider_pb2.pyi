@@ -115,21 +115,34 @@ class Tool(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    OUTPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Fully qualified tool name, e.g. "binance.get_ticker"."""
     description: _builtins.str
     input_schema_json: _builtins.str
     """JSON Schema (draft 2020-12) of the arguments object, serialized as JSON."""
+    output_schema_json: _builtins.str
+    """JSON Schema (draft 2020-12) of ToolResult.json, an object, serialized as JSON; empty when the
+    tool declares none. The gateway publishes it as the MCP tool's outputSchema, so every result
+    of the tool must validate against it.
+    """
+    read_only: _builtins.bool
+    """The tool only reads (it changes nothing, upstream or here): calling it again is harmless, so a
+    caller may retry it after a transport failure. Published to MCP clients as readOnlyHint.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         input_schema_json: _builtins.str = ...,
+        output_schema_json: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema_json", b"input_schema_json", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema_json", b"input_schema_json", "name", b"name", "output_schema_json", b"output_schema_json", "read_only", b"read_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
