@@ -27,7 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REGISTRY = "127.0.0.1:5000"
-PREFIX = f"{REGISTRY}/mcp-trader/mcp-trader"
+# Several checkouts on one machine share the registry: each can push its own builds under its own
+# namespace (MCP_TRADER_TEST_NAMESPACE), so one session never deploys another's binaries.
+NAMESPACE = os.environ.get("MCP_TRADER_TEST_NAMESPACE", "mcp-trader/mcp-trader")
+PREFIX = f"{REGISTRY}/{NAMESPACE}"
 # Bump the suffix when the base's contents change; an existing image is reused as is.
 BASE_IMAGE = "mcp-trader-test/bookworm-python3:1"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
