@@ -2,7 +2,7 @@
 
 `"*"` first drops everything; each `!` pattern brings back what a function reads. Uploading only
 those files keeps the upload small and the cache keys stable: an edit elsewhere (docs, workflows,
-the module itself) changes nothing any function sees. tests/test_module_sources.py runs every
+the module itself) changes nothing any function sees. tests/mcp_trader/test_sources.py runs every
 function against the engine double and fails when one reads a path this list leaves out.
 """
 

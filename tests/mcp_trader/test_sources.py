@@ -17,7 +17,7 @@ from mcp_trader.sources import SOURCE_IGNORE
 
 from tests.enginedouble import EngineDouble, Obj, built, called
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _regex(pattern: str) -> re.Pattern[str]:
@@ -65,7 +65,7 @@ def test_the_matcher_follows_dockerignore_rules() -> None:
         "docs/benchmarks.md",
         ".github/workflows/ci.yml",
         "ci/src/mcp_trader/main.py",
-        "tests/test_module_sources.py",
+        "tests/mcp_trader/test_sources.py",
         ".git/HEAD",
         "providers/binance-rs/target/release/binance-provider",
         "mcp-gateway/.venv/bin/python",

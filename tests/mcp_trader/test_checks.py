@@ -9,7 +9,7 @@ from mcp_trader.errors import JobFailedError
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import Call, EngineDouble, Obj, called
-from tests.test_module_provider import execs, source_path
+from tests.mcp_trader.test_provider import execs, source_path
 
 EXPECTED = {
     "provider-format": [["cargo", "fmt", "--check"]],

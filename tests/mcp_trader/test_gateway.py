@@ -8,7 +8,7 @@ from mcp_trader import gateway
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import EngineDouble, Obj, built
-from tests.test_module_provider import execs, index, source_path
+from tests.mcp_trader.test_provider import execs, index, source_path
 
 
 async def runtime_and_builder(

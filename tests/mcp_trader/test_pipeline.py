@@ -30,7 +30,7 @@ from mcp_trader.pipeline import (
 from tests.enginedouble import Call, EngineDouble
 from tests.registration import Function, is_optional
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHA = "1A2B3C4D5E6F7081920a1b2c3d4e5f6071829304"
 SHORT = "sha-1a2b3c4"
 

@@ -1,4 +1,4 @@
-"""labels.py and errors.py: pure helpers of the module."""
+"""errors.py: running named jobs concurrently and reporting their failures readably."""
 
 import anyio
 import dagger
@@ -6,32 +6,6 @@ import pytest
 from dagger._exceptions import QueryErrorValue
 from gql import gql
 from mcp_trader.errors import JobFailedError, describe, run_all
-from mcp_trader.labels import oci_labels
-
-
-def test_labels_omit_unknown_values_and_default_the_licence() -> None:
-    assert oci_labels(title="t", description="d") == {
-        "org.opencontainers.image.title": "t",
-        "org.opencontainers.image.description": "d",
-        "org.opencontainers.image.licenses": "MIT",
-    }
-    full = oci_labels(
-        title="t",
-        source="https://github.com/o/r",
-        revision="a" * 40,
-        version="1.2.3",
-        created="2026-11-28T12:00:00Z",
-        licenses=None,
-    )
-    assert set(full) == {
-        f"org.opencontainers.image.{k}"
-        for k in ("title", "source", "revision", "version", "created")
-    }
-
-
-def test_labels_refuse_empty_values() -> None:
-    with pytest.raises(ValueError, match="'revision' is empty"):
-        oci_labels(revision="  ")
 
 
 async def test_run_all_starts_every_job_before_awaiting_any() -> None:
