@@ -36,7 +36,9 @@ pub async fn check(addr: SocketAddr, service: &str, timeout: Duration) -> Result
         let endpoint = Endpoint::from_shared(format!("http://{target}"))
             .map_err(|e| format!("bad address {target}: {e}"))?
             .connect_timeout(timeout)
-            .timeout(timeout);
+            .timeout(timeout)
+            // tonic's default today; explicit because a delayed health answer fails a probe.
+            .tcp_nodelay(true);
         let channel = endpoint
             .connect()
             .await

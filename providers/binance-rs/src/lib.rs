@@ -8,6 +8,7 @@ pub mod args;
 pub mod binance;
 pub mod config;
 pub mod healthcheck;
+pub mod output;
 pub mod report;
 pub mod server;
 pub mod tools;

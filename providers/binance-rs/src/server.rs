@@ -58,8 +58,7 @@ impl Provider for ProviderService {
                 name: t.name.to_string(),
                 description: t.description.to_string(),
                 input_schema_json: t.input_schema.to_string(),
-                // No result schemas declared yet (an empty string says so in provider.v1).
-                output_schema_json: String::new(),
+                output_schema_json: t.output_schema.to_string(),
                 // Every Binance tool reads public market data and changes nothing.
                 read_only: true,
             })
@@ -148,9 +147,14 @@ pub async fn serve(
     let server = Server::builder()
         .add_service(health)
         .add_service(ProviderServer::new(provider))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-            let _ = drain_rx.await;
-        });
+        // Without TCP_NODELAY a one-at-a-time caller waits out Nagle + delayed ACK (~40 ms) on every
+        // call; TcpIncoming::from ignores Server::tcp_nodelay, so it is set on the stream itself.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = drain_rx.await;
+            },
+        );
     tokio::pin!(server);
     if let Some(addr) = local {
         info!(%addr, binance = %config.base_url, version = VERSION, "listening");

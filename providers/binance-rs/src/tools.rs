@@ -8,6 +8,7 @@ use crate::analytics::{self, FlowTrade};
 use crate::args::{ArgError, Args, INTERVALS, SYMBOL_PATTERN, parse_object};
 use crate::binance::{BinanceClient, Depth, Kline, Ticker24h, Trade, UpstreamError};
 use crate::config::Config;
+use crate::output;
 use crate::report::{ReportCache, ReportKey};
 
 pub const GET_TICKER: &str = "binance.get_ticker";
@@ -90,6 +91,8 @@ pub struct ToolSpec {
     pub name: &'static str,
     pub description: &'static str,
     pub input_schema: Value,
+    /// The JSON Schema every successful result of the tool validates against.
+    pub output_schema: Value,
 }
 
 fn symbol_schema() -> Value {
@@ -137,6 +140,7 @@ pub fn catalog() -> Vec<ToolSpec> {
             name: GET_TICKER,
             description: "Latest price and 24-hour rolling statistics (change, high, low, volume, best bid/ask) of a Binance spot symbol.",
             input_schema: object_schema(json!({"symbol": symbol_schema()})),
+            output_schema: output::ticker_result(),
         },
         ToolSpec {
             name: GET_ORDER_BOOK,
@@ -145,6 +149,7 @@ pub fn catalog() -> Vec<ToolSpec> {
                 "symbol": symbol_schema(),
                 "limit": int_schema(BOOK_LIMIT_DEFAULT, 1, DEPTH_MAX, "Number of levels per side."),
             })),
+            output_schema: output::order_book_result(),
         },
         ToolSpec {
             name: GET_KLINES,
@@ -154,6 +159,7 @@ pub fn catalog() -> Vec<ToolSpec> {
                 "interval": interval_schema(KLINES_INTERVAL_DEFAULT),
                 "limit": int_schema(KLINES_LIMIT_DEFAULT, 1, ROWS_MAX, "Number of candles."),
             })),
+            output_schema: output::klines_result(),
         },
         ToolSpec {
             name: GET_RECENT_TRADES,
@@ -162,6 +168,7 @@ pub fn catalog() -> Vec<ToolSpec> {
                 "symbol": symbol_schema(),
                 "limit": int_schema(TRADES_LIMIT_DEFAULT, 1, ROWS_MAX, "Number of trades."),
             })),
+            output_schema: output::recent_trades_result(),
         },
         ToolSpec {
             name: MARKET_REPORT,
@@ -173,6 +180,7 @@ pub fn catalog() -> Vec<ToolSpec> {
                 "depth_limit": int_schema(REPORT_DEPTH_DEFAULT, 1, DEPTH_MAX, "Order-book levels per side used for depth and imbalance."),
                 "trade_limit": int_schema(REPORT_TRADES_DEFAULT, 1, ROWS_MAX, "Recent trades used for the flow section."),
             })),
+            output_schema: output::market_report_result(),
         },
     ]
 }

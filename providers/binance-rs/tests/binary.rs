@@ -273,3 +273,30 @@ async fn shutdown_does_not_wait_for_a_stuck_call_beyond_the_grace_period() {
         .expect("client hung");
     assert!(outcome.unwrap().is_err());
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn healthcheck_connects_with_tcp_nodelay() {
+    // A listener that accepts and never answers: the check's connection stays open while its
+    // socket option is read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let check = tokio::spawn(binance_provider::healthcheck::check(
+        addr,
+        "",
+        Duration::from_secs(10),
+    ));
+    let (_conn, client_addr) = listener.accept().await.unwrap();
+    // The client sets the option right after its connect completes, which may be just after our
+    // accept: poll briefly rather than read once.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let sockets = loop {
+        let sockets = common::connected_sockets(client_addr);
+        if sockets == [(addr, true)] || Instant::now() > deadline {
+            break sockets;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(sockets, [(addr, true)]);
+    check.abort();
+}

@@ -578,3 +578,101 @@ async fn shutdown_stops_the_server() {
         "still accepting"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn accepted_connections_have_tcp_nodelay() {
+    // Nagle's algorithm plus the peer's delayed ACK adds ~40 ms to each call of a one-at-a-time
+    // caller; the option must be on every socket the server accepts.
+    let (_fake, provider) = setup().await;
+    let mut client = provider.client().await;
+    client
+        .list_capabilities(ListCapabilitiesRequest {})
+        .await
+        .unwrap();
+    // A raw client socket too: its own side keeps the kernel default (off), which shows the
+    // reading distinguishes the two.
+    let raw = tokio::net::TcpStream::connect(provider.addr).await.unwrap();
+    let raw_local = raw.local_addr().unwrap();
+    assert_eq!(
+        common::connected_sockets(raw_local),
+        [(provider.addr, false)]
+    );
+    // The server accepts in the background: poll until both connections are accepted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let accepted = loop {
+        let accepted = common::connected_sockets(provider.addr);
+        if accepted.len() >= 2 || Instant::now() > deadline {
+            break accepted;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert!(accepted.iter().all(|(_, nodelay)| *nodelay), "{accepted:?}");
+    assert!(accepted.iter().any(|(peer, _)| *peer == raw_local));
+}
+
+#[tokio::test]
+async fn every_result_validates_against_its_declared_output_schema() {
+    let (_fake, provider) = setup().await;
+    let mut client = provider.client().await;
+    let caps = client
+        .list_capabilities(ListCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let calls = [
+        ("binance.get_ticker", json!({"symbol": "btcusdt"})),
+        ("binance.get_order_book", json!({"symbol": "BTCUSDT"})),
+        (
+            "binance.get_order_book",
+            json!({"symbol": "BTCUSDT", "limit": 1}),
+        ),
+        ("binance.get_klines", json!({"symbol": "BTCUSDT"})),
+        (
+            "binance.get_klines",
+            json!({"symbol": "BTCUSDT", "interval": "1M", "limit": 1}),
+        ),
+        ("binance.get_recent_trades", json!({"symbol": "BTCUSDT"})),
+        ("binance.market_report", json!({"symbol": "BTCUSDT"})),
+        (
+            "binance.market_report",
+            json!({"symbol": "ETHBTC", "interval": "1d", "kline_limit": 3, "depth_limit": 1, "trade_limit": 1}),
+        ),
+    ];
+    for tool in &caps.tools {
+        assert!(tool.read_only, "{}", tool.name);
+        let schema: Value = serde_json::from_str(&tool.output_schema_json)
+            .unwrap_or_else(|e| panic!("{}: output schema is not JSON: {e}", tool.name));
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(schema["type"], "object", "{}", tool.name);
+        jsonschema::meta::validate(&schema)
+            .unwrap_or_else(|e| panic!("{}: not a valid 2020-12 schema: {e}", tool.name));
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let mut called = 0;
+        for (_, args) in calls.iter().filter(|(name, _)| *name == tool.name) {
+            let (result, _) = ok(invoke(&mut client, &tool.name, args.clone()).await);
+            let errors: Vec<String> = validator
+                .iter_errors(&result)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{} {args}: {errors:?}", tool.name);
+            // The schema is exact: a result without one of its fields, or with an extra one, fails.
+            let mut missing = result.clone();
+            let first = schema["required"][0].as_str().unwrap();
+            missing.as_object_mut().unwrap().remove(first);
+            assert!(!validator.is_valid(&missing), "{}: {first}", tool.name);
+            let mut extra = result.clone();
+            extra["undeclared"] = json!(1);
+            assert!(!validator.is_valid(&extra), "{}", tool.name);
+            called += 1;
+        }
+        assert!(called > 0, "no call exercises {}", tool.name);
+    }
+}

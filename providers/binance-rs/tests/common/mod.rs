@@ -403,3 +403,41 @@ pub fn err(outcome: Outcome, code: ErrorCode) -> ToolError {
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9 * (1.0 + b.abs())
 }
+
+/// Every TCP socket of this process bound to `local` with a peer (the connections a listener on
+/// `local` accepted, or a client's side when `local` is its ephemeral address), as
+/// (peer address, TCP_NODELAY). Read from the kernel through `/proc/self/fd`, so a test sees
+/// the option the code under test really set, not what it asked a library for.
+#[cfg(target_os = "linux")]
+pub fn connected_sockets(local: SocketAddr) -> Vec<(SocketAddr, bool)> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+        let Ok(entry) = entry else { continue };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the fd is only borrowed for the dup below; a duplicate is what we inspect and
+        // close, so the owner's descriptor is never closed or altered.
+        let Ok(owned) = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() else {
+            continue;
+        };
+        let stream = std::net::TcpStream::from(owned);
+        if let (Ok(l), Ok(peer), Ok(nodelay)) =
+            (stream.local_addr(), stream.peer_addr(), stream.nodelay())
+            && l == local
+        {
+            found.push((peer, nodelay));
+        }
+    }
+    found
+}
