@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,9 +28,12 @@ def gateway_factory() -> Iterator[GatewayFactory]:
     running: list[RunningGateway] = []
 
     def factory(
-        providers: list[ProviderConfig], token: str | None = None, refresh_interval: float = 30
+        providers: list[ProviderConfig],
+        token: str | None = None,
+        refresh_interval: float = 30,
+        **settings: Any,
     ) -> RunningGateway:
-        gw = start_gateway(providers, token=token, refresh_interval=refresh_interval)
+        gw = start_gateway(providers, token=token, refresh_interval=refresh_interval, **settings)
         running.append(gw)
         return gw
 

@@ -23,6 +23,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
 
 from mcp_gateway._proto.provider.v1 import provider_pb2, provider_pb2_grpc
 from mcp_gateway.config import ProviderConfig, Settings
@@ -31,7 +32,9 @@ from mcp_gateway.server import create_app
 
 T = TypeVar("T")
 
-Mode = Literal["ok", "slow", "error", "crash", "garbage"]
+Mode = Literal[
+    "ok", "slow", "error", "crash", "garbage", "echo_error", "upstream_down", "off_schema"
+]
 
 ECHO_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -44,6 +47,13 @@ ECHO_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 LIST_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+ECHO_OUTPUT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"echo": {"type": "object"}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
 
 
 class _LoopThread:
@@ -70,6 +80,7 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
     async def ListCapabilities(
         self, request: provider_pb2.ListCapabilitiesRequest, context: Any
     ) -> provider_pb2.ListCapabilitiesResponse:
+        await self.owner.hang_if_asked()
         return provider_pb2.ListCapabilitiesResponse(
             provider="fake",
             version="1.2.3",
@@ -78,6 +89,8 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
                     name="fake.echo",
                     description="Echoes its arguments.",
                     input_schema_json=json.dumps(ECHO_SCHEMA),
+                    output_schema_json=json.dumps(ECHO_OUTPUT_SCHEMA),
+                    read_only=True,
                 ),
                 provider_pb2.Tool(
                     name="fake.list",
@@ -93,12 +106,32 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
     ) -> provider_pb2.InvokeResponse:
         owner = self.owner
         owner.calls.append(request)
+        await owner.hang_if_asked()
         if owner.mode == "slow":
             await asyncio.sleep(owner.slow_seconds)
         if owner.mode == "crash":
             await context.abort(grpc.StatusCode.INTERNAL, "panicked at src/tools.rs:42")
         if owner.mode == "garbage":
             return provider_pb2.InvokeResponse(result=provider_pb2.ToolResult(json="{not json"))
+        if owner.mode == "echo_error":
+            # Like a careless provider: the whole argument in the message.
+            return provider_pb2.InvokeResponse(
+                error=provider_pb2.ToolError(
+                    code=provider_pb2.ERROR_CODE_INVALID_ARGUMENTS,
+                    message=f"bad arguments: {request.arguments_json}",
+                )
+            )
+        if owner.mode == "upstream_down":
+            return provider_pb2.InvokeResponse(
+                error=provider_pb2.ToolError(
+                    code=provider_pb2.ERROR_CODE_UPSTREAM_UNAVAILABLE,
+                    message="upstream api.example.com unreachable: connection refused",
+                )
+            )
+        if owner.mode == "off_schema":
+            return provider_pb2.InvokeResponse(
+                result=provider_pb2.ToolResult(json=json.dumps({"echo": "not an object"}))
+            )
         if owner.mode == "error":
             return provider_pb2.InvokeResponse(
                 error=provider_pb2.ToolError(
@@ -126,17 +159,33 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
         )
 
 
+class _HealthServicer(health.aio.HealthServicer):
+    def __init__(self, owner: FakeProvider) -> None:
+        super().__init__()
+        self.owner = owner
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        await self.owner.hang_if_asked()
+        return await super().Check(request, context)
+
+
 class FakeProvider:
     """A provider.v1 + grpc.health.v1 server on 127.0.0.1 whose behaviour a test sets.
 
     ``mode``: ``ok`` answers, ``slow`` sleeps ``slow_seconds`` before answering, ``error``
-    returns a ToolError, ``crash`` fails the RPC with INTERNAL, ``garbage`` returns invalid JSON.
-    ``extra_tools`` are appended to ListCapabilities. ``stop()`` takes it down; ``start()``
-    brings it back on the same port.
+    returns a ToolError, ``crash`` fails the RPC with INTERNAL, ``garbage`` returns invalid JSON,
+    ``echo_error`` a ToolError quoting all the arguments, ``upstream_down`` an
+    UPSTREAM_UNAVAILABLE error, ``off_schema`` a result that breaks fake.echo's output schema.
+    ``hang``: every RPC (health included) is accepted and never answered. ``extra_tools`` are
+    appended to ListCapabilities. ``stop()`` takes it down; ``start()`` brings it back on the
+    same port.
     """
 
     def __init__(self) -> None:
         self.mode: Mode = "ok"
+        self.hang = False
         self.slow_seconds = 30.0
         self.calls: list[provider_pb2.InvokeRequest] = []
         self.extra_tools: list[provider_pb2.Tool] = []
@@ -152,7 +201,7 @@ class FakeProvider:
     async def _start(self) -> None:
         server = grpc.aio.server()
         provider_pb2_grpc.add_ProviderServicer_to_server(_FakeProviderServicer(self), server)
-        self._health = health.aio.HealthServicer()
+        self._health = _HealthServicer(self)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if port == 0:
@@ -169,6 +218,10 @@ class FakeProvider:
 
     def start(self) -> None:
         self._loop.run(self._start())
+
+    async def hang_if_asked(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
 
     def stop(self) -> None:
         self._loop.run(self._stop())
@@ -201,6 +254,7 @@ class RunningGateway:
     port: int
     server: uvicorn.Server
     thread: threading.Thread
+    app: Starlette
 
     @property
     def base_url(self) -> str:
@@ -218,16 +272,28 @@ class RunningGateway:
 
 
 def start_gateway(
-    providers: list[ProviderConfig], token: str | None = None, refresh_interval: float = 30
+    providers: list[ProviderConfig],
+    token: str | None = None,
+    refresh_interval: float = 30,
+    **settings: Any,
 ) -> RunningGateway:
-    """Run the real app under uvicorn on a loopback socket bound to port 0."""
-    settings = Settings(port=0, providers_file="(test)", providers=tuple(providers), token=token)
-    app = create_app(settings, ProviderRegistry(settings.providers, refresh_interval))
+    """Run the real app under uvicorn on a loopback socket bound to port 0.
+
+    ``settings`` override :class:`Settings` fields (e.g. ``max_sessions=2``).
+    """
+    gateway_settings = Settings(
+        port=0, providers_file="(test)", providers=tuple(providers), token=token, **settings
+    )
+    registry = ProviderRegistry(
+        gateway_settings.providers,
+        refresh_interval,
+        retry_seconds=gateway_settings.provider_retry_seconds,
+    )
+    app = create_app(gateway_settings, registry)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -235,17 +301,49 @@ def start_gateway(
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
-    return RunningGateway(port=port, server=server, thread=thread)
+    return RunningGateway(port=port, server=server, thread=thread, app=app)
+
+
+TOOLS_CHANGED = "notifications/tools/list_changed"
+
+
+class Notifications:
+    """A client's message handler that records the server's notifications."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def __call__(self, message: Any) -> None:
+        method = getattr(message, "method", None)
+        if isinstance(method, str):
+            self.methods.append(method)
+
+    def count(self, method: str = TOOLS_CHANGED) -> int:
+        return self.methods.count(method)
+
+    async def wait_for_more(self, seen: int, seconds: float, method: str = TOOLS_CHANGED) -> None:
+        """Wait until more than ``seen`` notifications of ``method`` arrived."""
+
+        async def arrived() -> bool:
+            return self.count(method) > seen
+
+        await wait_until(arrived, seconds, f"a {method} notification (after {seen})")
 
 
 @asynccontextmanager
-async def mcp_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
-    """An initialized MCP client session over streamable HTTP."""
+async def mcp_session(
+    url: str,
+    token: str | None = None,
+    notifications: Notifications | None = None,
+    http: httpx2.AsyncClient | None = None,
+) -> AsyncIterator[ClientSession]:
+    """An initialized MCP client session over streamable HTTP (handshake era)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = http or httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0))
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0)) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
+        client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write, message_handler=notifications) as session,
     ):
         await session.initialize()
         yield session
@@ -259,7 +357,7 @@ async def wait_until(
     while not await predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
 
 
 def write_providers(path: Path, entries: list[dict[str, Any]]) -> Path:

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.fake_binance import LAST_PRICE, SYMBOL, FakeBinance
-from tests.support import free_port, mcp_session
+from tests.support import free_port, mcp_session, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "providers" / "binance-rs" / "Cargo.toml"
@@ -139,10 +139,20 @@ async def test_mcp_client_gets_ticker_and_market_report_through_the_real_provide
         [ProviderConfig(name="binance", address=binance_provider, timeout_seconds=20)]
     )
     async with httpx.AsyncClient() as http:
-        ready = await http.get(f"{gw.base_url}/ready", timeout=10)
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["providers"] == [
-        {"name": "binance", "address": binance_provider, "status": "SERVING"}
+
+        async def ready() -> bool:
+            return (await http.get(f"{gw.base_url}/ready", timeout=10)).status_code == 200
+
+        await wait_until(ready, 15, "/ready to answer 200")
+        body = (await http.get(f"{gw.base_url}/ready", timeout=10)).json()
+    assert body["providers"] == [
+        {
+            "name": "binance",
+            "address": binance_provider,
+            "status": "SERVING",
+            "tools": len(BINANCE_TOOLS),
+            "upstream": {"status": "unknown"},
+        }
     ]
 
     async with mcp_session(gw.mcp_url) as session:

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import mcp_types as types
@@ -39,28 +41,67 @@ def test_health_answers_200_even_when_providers_are_down(
     assert response.json() == {"status": "ok"}
 
 
+def _ready(gateway: RunningGateway, status: int, seconds: float = 10) -> dict[str, Any]:
+    """/ready's body once it answers ``status`` (it reports what the background checks saw)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = httpx.get(f"{gateway.base_url}/ready", timeout=5)
+        if response.status_code == status:
+            body: dict[str, Any] = response.json()
+            return body
+        assert time.monotonic() < deadline, (response.status_code, response.text)
+        time.sleep(0.05)
+
+
 def test_ready_is_200_with_every_provider_serving(
     gateway: RunningGateway, provider: FakeProvider
 ) -> None:
-    response = httpx.get(f"{gateway.base_url}/ready", timeout=5)
-    assert response.status_code == 200
-    assert response.json() == {
+    assert _ready(gateway, 200) == {
         "status": "ready",
-        "providers": [{"name": "fake", "address": provider.address, "status": "SERVING"}],
+        "providers": [
+            {
+                "name": "fake",
+                "address": provider.address,
+                "status": "SERVING",
+                "tools": 2,
+                "upstream": {"status": "unknown"},
+            }
+        ],
     }
 
 
 def test_ready_is_503_when_a_provider_is_not_serving(
     gateway: RunningGateway, provider: FakeProvider
 ) -> None:
+    _ready(gateway, 200)
     provider.set_serving(False)
-    response = httpx.get(f"{gateway.base_url}/ready", timeout=5)
-    assert response.status_code == 503
-    body = response.json()
+    body = _ready(gateway, 503)
     assert body["status"] == "not ready"
-    assert body["providers"] == [
-        {"name": "fake", "address": provider.address, "status": "NOT_SERVING"}
-    ]
+    (entry,) = body["providers"]
+    assert entry["status"] == "NOT_SERVING"
+    provider.set_serving(True)
+    _ready(gateway, 200)
+
+
+async def test_ready_reports_upstream_reachability_seen_by_tool_calls(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    _ready(gateway, 200)
+    provider.mode = "upstream_down"
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        assert isinstance(result, types.CallToolResult) and result.is_error
+        # Readiness is about this gateway and its providers: an upstream outage is reported,
+        # not a reason to take the gateway out of rotation (a deploy could never pass).
+        (entry,) = _ready(gateway, 200)["providers"]
+        assert entry["upstream"]["status"] == "unreachable"
+        assert "connection refused" in entry["upstream"]["detail"]
+        assert entry["upstream"]["observed_seconds_ago"] >= 0
+        provider.mode = "ok"
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        assert isinstance(result, types.CallToolResult) and not result.is_error
+    (entry,) = _ready(gateway, 200)["providers"]
+    assert entry["upstream"]["status"] == "reachable"
 
 
 def test_ready_is_503_and_names_an_unreachable_provider(
@@ -73,12 +114,17 @@ def test_ready_is_503_and_names_an_unreachable_provider(
             ProviderConfig(name="dead", address=dead),
         ]
     )
-    response = httpx.get(f"{gw.base_url}/ready", timeout=10)
-    assert response.status_code == 503
-    by_name = {p["name"]: p for p in response.json()["providers"]}
-    assert by_name["fake"]["status"] == "SERVING"
-    assert by_name["dead"]["status"] == "UNREACHABLE"
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.get(f"{gw.base_url}/ready", timeout=10)
+        assert response.status_code == 503
+        by_name = {p["name"]: p for p in response.json()["providers"]}
+        if by_name["fake"]["status"] == "SERVING" and by_name["dead"]["status"] == "UNREACHABLE":
+            break
+        assert time.monotonic() < deadline, by_name
+        time.sleep(0.05)
     assert f"provider 'dead' at {dead} is unavailable" in by_name["dead"]["detail"]
+    assert by_name["dead"]["tools"] == 0
 
 
 def test_mcp_without_or_with_a_wrong_token_is_401_and_health_stays_open(

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import anyio
+import httpx
 import mcp_types as types
 import pytest
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway._proto.provider.v1 import provider_pb2
@@ -16,6 +19,7 @@ from tests.support import (
     ECHO_SCHEMA,
     FakeProvider,
     Mode,
+    Notifications,
     RunningGateway,
     free_port,
     mcp_session,
@@ -116,28 +120,110 @@ async def test_provider_down_gives_tool_error_not_a_hang(gateway_factory: Gatewa
     assert elapsed < 10
 
 
-async def test_provider_that_comes_back_is_rediscovered(
+async def test_provider_that_goes_and_comes_back_is_announced_both_times(
     gateway: RunningGateway, provider: FakeProvider
 ) -> None:
-    async with mcp_session(gateway.mcp_url) as session:
+    notes = Notifications()
+    async with mcp_session(gateway.mcp_url, notifications=notes) as session:
         assert len((await session.list_tools()).tools) == 2
         provider.stop()
-        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        result = await session.call_tool("fake.list", {})
         assert isinstance(result, types.CallToolResult)
         assert result.is_error
         assert "is unavailable" in _texts(result)[0]
-        # Down: its tools are withdrawn rather than offered and failing.
+        # Down: its tools are withdrawn rather than offered and failing, and clients are told.
+        await notes.wait_for_more(0, 15)
         assert (await session.list_tools()).tools == []
 
         provider.start()
-
-        async def tools_are_back() -> bool:
-            return len((await session.list_tools()).tools) == 2
-
-        await wait_until(tools_are_back, 15, "the provider's tools to come back")
+        await notes.wait_for_more(1, 15)
+        assert len((await session.list_tools()).tools) == 2
         result = await session.call_tool("fake.echo", {"symbol": "ETHUSDT"})
         assert isinstance(result, types.CallToolResult)
         assert not result.is_error, _texts(result)
+
+
+async def test_a_client_that_connected_while_the_provider_was_down_learns_its_tools(
+    gateway_factory: GatewayFactory,
+) -> None:
+    late = FakeProvider()
+    late.port = free_port()
+    try:
+        gw = gateway_factory([ProviderConfig(name="fake", address=late.address)])
+        notes = Notifications()
+        async with mcp_session(gw.mcp_url, notifications=notes) as session:
+            init = session.initialize_result
+            assert init is not None and init.capabilities.tools is not None
+            assert init.capabilities.tools.list_changed is True
+            assert (await session.list_tools()).tools == []
+            late.start()
+            await notes.wait_for_more(0, 15)
+            assert {t.name for t in (await session.list_tools()).tools} == {
+                "fake.echo",
+                "fake.list",
+            }
+    finally:
+        late.close()
+
+
+async def test_a_2026_client_hears_of_new_tools_on_its_listen_stream(
+    gateway_factory: GatewayFactory,
+) -> None:
+    late = FakeProvider()
+    late.port = free_port()
+    try:
+        gw = gateway_factory([ProviderConfig(name="fake", address=late.address)])
+        # The Python SDK's high-level client at its defaults: 2026-07-28, no session.
+        async with Client(gw.mcp_url) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert (await client.list_tools()).tools == []
+            async with client.listen(tools_list_changed=True) as subscription:
+                late.start()
+                with anyio.fail_after(15):
+                    async for _event in subscription:
+                        break
+            tools = await client.list_tools(cache_mode="bypass")
+            assert {t.name for t in tools.tools} == {"fake.echo", "fake.list"}
+    finally:
+        late.close()
+
+
+async def test_tools_list_and_ready_answer_at_once_with_a_hung_provider(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    hung = FakeProvider()
+    hung.start()
+    hung.hang = True
+    try:
+        gw = gateway_factory(
+            [
+                ProviderConfig(name="fake", address=provider.address),
+                ProviderConfig(name="hung", address=hung.address, timeout_seconds=10),
+            ]
+        )
+        async with mcp_session(gw.mcp_url) as session:
+
+            async def good_tools_known() -> bool:
+                return len((await session.list_tools()).tools) == 2
+
+            await wait_until(good_tools_known, 15, "the good provider's tools")
+            # Never the 5 s discovery timeout of the hung provider (benchmark: docs/latency.md).
+            for _ in range(5):
+                started = time.monotonic()
+                listed = await session.list_tools()
+                assert time.monotonic() - started < 1.0
+                assert {t.name for t in listed.tools} == {"fake.echo", "fake.list"}
+            async with httpx.AsyncClient() as http:
+                started = time.monotonic()
+                ready = await http.get(f"{gw.base_url}/ready", timeout=10)
+                assert time.monotonic() - started < 1.0
+        assert ready.status_code == 503
+        by_name = {p["name"]: p for p in ready.json()["providers"]}
+        assert by_name["fake"]["status"] == "SERVING"
+        assert by_name["hung"]["status"] in ("UNKNOWN", "UNREACHABLE")
+    finally:
+        hung.hang = False
+        hung.close()
 
 
 async def test_background_refresh_picks_up_a_provider_started_later(

@@ -21,18 +21,24 @@ def _configure_logging(level: str) -> None:
 
 def _serve_http(settings: Settings, log_level: str) -> None:
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
+    from mcp_gateway.drain import DrainingServer
     from mcp_gateway.server import create_app
 
-    # uvicorn handles SIGTERM/SIGINT: it stops accepting, drains requests, runs the lifespan exit.
-    uvicorn.run(
-        create_app(settings),
-        host="0.0.0.0",  # noqa: S104 - a container service: the port is published by compose
+    # sse-starlette would cut every open SSE response the moment uvicorn is asked to stop,
+    # in-flight tool calls included; the drain ends the streams itself (GET streams only).
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
+    DrainingServer(config, app.state.drain, settings.drain_seconds).run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="mcp-gateway",
         description=(
             "MCP gateway: exposes the tools of the gRPC providers listed in MCP_PROVIDERS over "
-            "streamable HTTP at /mcp on GATEWAY_PORT (default 3001), or over stdio with --stdio. "
-            "MCP_GATEWAY_TOKEN, when set, is required as a bearer token on /mcp."
+            "streamable HTTP at /mcp on GATEWAY_HOST:GATEWAY_PORT (default 0.0.0.0:3001), or "
+            "over stdio with --stdio. MCP_GATEWAY_TOKEN, when set, is required as a bearer token "
+            "on /mcp. Every setting: the repository README's gateway section."
         ),
     )
     parser.add_argument(

@@ -14,9 +14,11 @@ error that names the file, the entry and the problem.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +32,17 @@ from pydantic import (
     field_validator,
 )
 
+from mcp_gateway.security import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, AllowList
+
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a container service: compose publishes the port
 DEFAULT_PORT = 3001
+SESSION_MODES = ("stateful", "stateless")
+DEFAULT_SESSION_IDLE_SECONDS = 300.0
+DEFAULT_MAX_SESSIONS = 1000
+DEFAULT_DRAIN_SECONDS = 1.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
+DEFAULT_PROVIDER_RETRY_SECONDS = 10.0
+MIN_SESSION_SECRET_LENGTH = 32
 DEFAULT_TIMEOUT_SECONDS = 15.0
 MAX_TIMEOUT_SECONDS = 600.0
 # Shipped in the package: the compose stack's provider, used when MCP_PROVIDERS is unset.
@@ -85,12 +97,26 @@ class ProvidersFile(BaseModel):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway reads from its environment, validated."""
+    """Everything the gateway reads from its environment, validated (see the README's table)."""
 
     port: int
     providers_file: str
     providers: tuple[ProviderConfig, ...]
     token: str | None
+    host: str = DEFAULT_HOST
+    allowed_hosts: AllowList = field(default_factory=lambda: AllowList.hosts(DEFAULT_ALLOWED_HOSTS))
+    allowed_origins: AllowList = field(
+        default_factory=lambda: AllowList.origins(DEFAULT_ALLOWED_ORIGINS)
+    )
+    session_mode: str = "stateful"
+    # Signs session ids so that every replica sharing it accepts them; random when not configured.
+    session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    session_secret_shared: bool = False
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    provider_retry_seconds: float = DEFAULT_PROVIDER_RETRY_SECONDS
 
     @property
     def enabled_providers(self) -> tuple[ProviderConfig, ...]:
@@ -178,10 +204,67 @@ def parse_port(value: str | None) -> int:
     return int(value)
 
 
+def parse_host(value: str | None) -> str:
+    """Validate GATEWAY_HOST: an IP address (``::`` for all IPv6) or a host name."""
+    if value is None or value.strip() == "":
+        return DEFAULT_HOST
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_RE.fullmatch(host) or host.startswith("["):
+            raise ConfigError(
+                f"GATEWAY_HOST={value!r} is not an address to bind: use an IP address "
+                "(127.0.0.1 for this machine only, 0.0.0.0 or :: for every interface) "
+                "or a host name"
+            ) from None
+    return host
+
+
+def _number(
+    env: dict[str, str],
+    name: str,
+    default: float,
+    minimum: float,
+    maximum: float,
+    unit: str = "number of seconds",
+) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not minimum <= value <= maximum:  # also false for nan
+        raise ConfigError(f"{name}={raw!r} is not a {unit} from {minimum:g} to {maximum:g}")
+    return value
+
+
+def _allow_list(env: dict[str, str], name: str, default: str, origins: bool) -> AllowList:
+    raw = env.get(name, "").strip() or default
+    try:
+        return AllowList.origins(raw) if origins else AllowList.hosts(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _session_secret(value: str | None) -> bytes | None:
+    if not value:
+        return None
+    if any(c.isspace() for c in value) or len(value) < MIN_SESSION_SECRET_LENGTH:
+        raise ConfigError(
+            f"MCP_SESSION_SECRET must be at least {MIN_SESSION_SECRET_LENGTH} characters without "
+            "whitespace (e.g. the output of `openssl rand -hex 32`); it is not echoed here"
+        )
+    return value.encode()
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read GATEWAY_PORT, MCP_PROVIDERS and MCP_GATEWAY_TOKEN; raise ConfigError when invalid."""
+    """Read the gateway's environment (the README's table); raise ConfigError when invalid."""
     env = dict(os.environ) if environ is None else environ
     port = parse_port(env.get("GATEWAY_PORT"))
+    host = parse_host(env.get("GATEWAY_HOST"))
     providers_path = env.get("MCP_PROVIDERS") or None
     source, providers = load_providers(providers_path)
     token = env.get("MCP_GATEWAY_TOKEN") or None
@@ -190,4 +273,40 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "MCP_GATEWAY_TOKEN contains whitespace; a bearer token is one word "
             "(e.g. the output of `openssl rand -hex 32`)"
         )
-    return Settings(port=port, providers_file=source, providers=providers, token=token)
+    mode = env.get("MCP_SESSION_MODE", "").strip() or "stateful"
+    if mode not in SESSION_MODES:
+        raise ConfigError(
+            f"MCP_SESSION_MODE={mode!r} is not a session mode: use 'stateful' (session ids any "
+            "replica with the same MCP_SESSION_SECRET accepts) or 'stateless'"
+        )
+    secret = _session_secret(env.get("MCP_SESSION_SECRET"))
+    max_sessions = _number(
+        env, "MCP_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, 1, 1_000_000, unit="number of sessions"
+    )
+    if max_sessions != int(max_sessions):
+        raise ConfigError(f"MCP_MAX_SESSIONS={env['MCP_MAX_SESSIONS']!r} is not a whole number")
+    return Settings(
+        port=port,
+        providers_file=source,
+        providers=providers,
+        token=token,
+        host=host,
+        allowed_hosts=_allow_list(env, "MCP_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS, origins=False),
+        allowed_origins=_allow_list(
+            env, "MCP_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS, origins=True
+        ),
+        session_mode=mode,
+        session_secret=secret if secret is not None else secrets.token_bytes(32),
+        session_secret_shared=secret is not None,
+        session_idle_seconds=_number(
+            env, "MCP_SESSION_IDLE_SECONDS", DEFAULT_SESSION_IDLE_SECONDS, 1, 7 * 86400
+        ),
+        max_sessions=int(max_sessions),
+        drain_seconds=_number(env, "GATEWAY_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0, 600),
+        shutdown_grace_seconds=_number(
+            env, "GATEWAY_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, 0.1, 600
+        ),
+        provider_retry_seconds=_number(
+            env, "PROVIDER_RETRY_SECONDS", DEFAULT_PROVIDER_RETRY_SECONDS, 0, MAX_TIMEOUT_SECONDS
+        ),
+    )
