@@ -1,4 +1,4 @@
-"""A test double of the Dagger engine's GraphQL session endpoint (DESIGN.md §4).
+"""A test double of the Dagger engine's GraphQL session endpoint (docs/testing.md).
 
 The module's functions run unmodified through the SDK's normal connection
 (`DAGGER_SESSION_PORT` / `DAGGER_SESSION_TOKEN`, basic auth, schema introspection at connect).
@@ -10,7 +10,8 @@ answers well-typed placeholders, and records what was asked:
   exact chain of calls that built it, and objects passed as arguments are decoded back, so
   `call.args["cache"]` is the `Obj` built by `cacheVolume(key: ...)`;
 - scalars: `id`/`sync` return the receiver's ID, String "" , Int 0, Boolean false, Platform
-  "linux/amd64", lists [], nullable scalars null;
+  "linux/amd64" (a Container's `platform`: the one its chain asked for, as the engine answers for
+  a multi-platform base image), lists [], nullable scalars null;
 - unknown fields, unknown arguments and wrongly typed values are rejected as the engine would,
   and the SDK raises `dagger.QueryError`.
 
@@ -31,7 +32,8 @@ Hooks: `answer(field, value | fn(call))`, `fail(field, when=fn(step), exit_code=
 stdout=..., stderr=...)` (engine-shaped EXEC_ERROR -> `dagger.ExecError`) or `message=`
 (-> `dagger.QueryError`). Failures surface lazily, like the engine's: only when something that
 depends on the failing step is evaluated (`sync`, `stdout`, `publish`, ...), including through
-objects passed as arguments. Records: `queries` (text + parsed document + response),
+objects passed as arguments; a Container's config fields (`platform`, `user`, `labels`, ...)
+evaluate nothing, as in the engine. Records: `queries` (text + parsed document + response),
 `calls(field, type=None)`, `objects(type)`, `obj(id)`, `chain_of(obj)`, `depends_on(obj)`,
 `evaluated` ((object, leaf field) in order).
 """

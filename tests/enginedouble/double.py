@@ -33,6 +33,27 @@ from graphql import (
 
 from .schema import schema
 
+#: Container fields the engine answers from the image config alone, running no exec (the base
+#: image's config is resolved when `from` is called, not when the rootfs is built).
+_CONFIG_FIELDS = frozenset(
+    {
+        "platform",
+        "user",
+        "entrypoint",
+        "defaultArgs",
+        "workdir",
+        "label",
+        "labels",
+        "envVariable",
+        "envVariables",
+        "exposedPorts",
+        "dockerHealthcheck",
+    }
+)
+
+#: The engine's default platform on the machines this module targets.
+DEFAULT_PLATFORM = "linux/amd64"
+
 # Scalars whose value is an object reference (the SDK sends `Container` arguments as IDs).
 _ID_SUFFIX = "ID"
 
@@ -292,6 +313,25 @@ class EngineDouble:
         visit(obj)
         return list(seen.values())
 
+    def serialized_conflicts(self) -> list[tuple[str, Obj, Obj]]:
+        """Pairs of evaluated execs that mount the same PRIVATE or LOCKED cache volume while
+        neither depends on the other: the engine (0.21) would run them one after the other,
+        each holding the volume for its whole duration. (key, exec, exec) per pair."""
+        evaluated: dict[str, Obj] = {}
+        for obj, _ in list(self.evaluated):
+            for dep in self.depends_on(obj):
+                if dep.type == "Container" and dep.steps and dep.steps[-1].field == "withExec":
+                    evaluated[dep.id] = dep
+        execs = list(evaluated.values())
+        conflicts: list[tuple[str, Obj, Obj]] = []
+        for i, first in enumerate(execs):
+            for second in execs[i + 1 :]:
+                if _is_prefix(first.steps, second.steps) or _is_prefix(second.steps, first.steps):
+                    continue  # one runs on top of the other: ordered, not concurrent
+                for key in sorted(_serialized_keys(first) & _serialized_keys(second)):
+                    conflicts.append((key, first, second))
+        return conflicts
+
     # ----------------------------------------------------------------------------- internals
     def _lookup(self, steps: tuple[Step, ...]) -> Obj | None:
         with self._lock:
@@ -348,7 +388,9 @@ class EngineDouble:
             value = result
         else:
             call = Call(info.parent_type.name, info.field_name, decoded, parent, None)
-            if info.field_name != "id":
+            if info.field_name != "id" and not (
+                info.parent_type.name == "Container" and info.field_name in _CONFIG_FIELDS
+            ):
                 self._evaluate(parent, step, info.parent_type.name)
             value = self._answer(call, named, nullable, is_list, parent, step)
         with self._lock:
@@ -381,6 +423,9 @@ class EngineDouble:
                 return value
         if call.field in ("id", "sync"):
             return parent.id
+        if call.field == "platform" and call.type == "Container":
+            # Like the engine with multi-platform base images: the platform asked for.
+            return _requested_platform(parent)
         if is_list:
             return []
         if nullable:
@@ -406,6 +451,31 @@ class EngineDouble:
                 raise _engine_error(f, step)
 
 
+def _is_prefix(short: tuple[Step, ...], long: tuple[Step, ...]) -> bool:
+    return len(short) <= len(long) and long[: len(short)] == short
+
+
+def _serialized_keys(exec_: Obj) -> set[str]:
+    """The PRIVATE/LOCKED cache volumes mounted where an exec runs (its chain's last mount per
+    path, unless unmounted since)."""
+    mounts: dict[str, tuple[str, str]] = {}
+    for step in exec_.steps[:-1]:
+        if step.field == "withMountedCache":
+            cache = step.args["cache"]
+            key = str(cache.arg("cacheVolume", "key")) if isinstance(cache, Obj) else str(cache)
+            mounts[str(step.args["path"])] = (key, str(step.args.get("sharing") or "SHARED"))
+        elif step.field == "withoutMount":
+            mounts.pop(str(step.args["path"]), None)
+    return {key for key, sharing in mounts.values() if sharing in ("PRIVATE", "LOCKED")}
+
+
+def _requested_platform(container: Obj) -> str:
+    for step in reversed(container.steps):
+        if step.field == "container" and step.args.get("platform"):
+            return str(step.args["platform"])
+    return DEFAULT_PLATFORM
+
+
 def _index(i: int) -> Step:
     return Step(f"[{i}]", str(i), {})
 
@@ -418,8 +488,7 @@ def _placeholder(named: GraphQLNamedType) -> Any:
         "Int": 0,
         "Float": 0.0,
         "Boolean": False,
-        # The engine's default platform on the machines this module targets.
-        "Platform": "linux/amd64",
+        "Platform": DEFAULT_PLATFORM,
         "JSON": "null",
         "Void": None,
     }.get(named.name, "")

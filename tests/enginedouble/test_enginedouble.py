@@ -138,3 +138,31 @@ async def test_omitted_arguments_get_the_engines_defaults(engine: EngineDouble) 
     assert mount.args["sharing"] == "SHARED"
     assert mount.args["owner"] == ""
     assert "source" not in mount.args  # no default: absent, as in the engine
+
+
+async def test_finds_concurrent_execs_that_share_a_serialized_volume(engine: EngineDouble) -> None:
+    import anyio
+
+    def job(volume: str, sharing: dagger.CacheSharingMode, command: str) -> dagger.Container:
+        return (
+            dag.container()
+            .from_("registry.invalid/base:1")
+            .with_mounted_cache("/cache", dag.cache_volume(volume), sharing=sharing)
+            .with_exec([command])
+        )
+
+    locked, shared = dagger.CacheSharingMode.LOCKED, dagger.CacheSharingMode.SHARED
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job("one", locked, "a").sync)
+        tg.start_soon(job("one", dagger.CacheSharingMode.PRIVATE, "b").sync)
+        tg.start_soon(job("two", locked, "c").sync)
+        tg.start_soon(job("three", shared, "d").sync)
+        tg.start_soon(job("three", shared, "e").sync)
+        # One exec on top of another on the same volume: ordered, not concurrent.
+        tg.start_soon(job("four", locked, "f").with_exec(["g"]).sync)
+    conflicts = engine.serialized_conflicts()
+    found = {
+        (key, frozenset((a.steps[-1].args["args"][0], b.steps[-1].args["args"][0])))
+        for key, a, b in conflicts
+    }
+    assert found == {("one", frozenset({"a", "b"}))}

@@ -4,17 +4,20 @@ import threading
 
 import pytest
 from dagger import dag
-from mcp_trader import checks
+from mcp_trader import checks, provider
 from mcp_trader.errors import JobFailedError
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import Call, EngineDouble, Obj, called
-from tests.mcp_trader.test_provider import execs, source_path
+from tests.mcp_trader.test_provider import cargo_command, execs, source_path
 
 EXPECTED = {
     "provider-format": [["cargo", "fmt", "--check"]],
-    "provider-lint": [["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"]],
-    "provider-tests": [["cargo", "test", "--locked"]],
+    # The cargo jobs that compile run with the crate's fingerprints removed (provider.fresh).
+    "provider-lint": [
+        provider.fresh(["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"])
+    ],
+    "provider-tests": [provider.fresh(["cargo", "test", "--locked"])],
     "gateway-lint": [
         ["uv", "run", "--locked", "ruff", "check", "."],
         ["uv", "run", "--locked", "ruff", "format", "--check", "."],
@@ -61,7 +64,7 @@ async def test_provider_checks_share_the_build_caches_and_add_tests(
     assert keys == {
         "mcp-trader-cargo-registry",
         "mcp-trader-cargo-git",
-        "mcp-trader-provider-target",
+        "mcp-trader-provider-target-tests",
     }
     includes = [s.args["include"] for s in obj.find_all("withDirectory") if s.args["include"]]
     assert includes[-1] == ["Cargo.toml", "Cargo.lock", "build.rs", "src", "tests"]
@@ -85,13 +88,13 @@ async def test_gateway_tests_run_the_end_to_end_test_against_the_built_provider(
 ) -> None:
     await called(module.gateway_tests())
     (obj,) = synced(engine)
-    (copy,) = [s for s in obj.find_all("withFile") if s.args["path"] == checks.PROVIDER_BIN]
+    (copy,) = [s for s in obj.find_all("withFile") if s.args["path"] == provider.BINARY_PATH]
     # The file is the release binary copied out of the provider's build, in its install exec.
     producer = copy.args["source"]
     assert producer.arg("file", "path") == "/out/bin/binance-provider"
-    assert any(a[:2] == ["cargo", "install"] for a in execs(producer))
+    assert any(cargo_command(a)[:2] == ["cargo", "install"] for a in execs(producer))
     env = {s.args["name"]: s.args["value"] for s in obj.find_all("withEnvVariable")}
-    assert env["BINANCE_PROVIDER_BIN"] == checks.PROVIDER_BIN
+    assert env["BINANCE_PROVIDER_BIN"] == provider.BINARY_PATH
 
 
 async def test_failed_checks_are_named_with_the_tools_output(
@@ -99,7 +102,7 @@ async def test_failed_checks_are_named_with_the_tools_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda s: s.args["args"][:2] == ["cargo", "clippy"],
+        when=lambda s: cargo_command(s.args["args"])[:2] == ["cargo", "clippy"],
         exit_code=101,
         stderr="error: unused variable: `spread`\n  --> src/analytics.rs:42:9",
     )
@@ -120,3 +123,29 @@ async def test_failed_checks_are_named_with_the_tools_output(
 async def test_unknown_check_name_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown check 'lint'.*provider-format"):
         await checks.run(dag.directory(), "lint")
+
+
+async def test_no_two_checks_wait_for_one_serialized_cache_volume(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    # Dagger 0.21 runs the execs that mount one PRIVATE or LOCKED volume one at a time: clippy,
+    # the tests and the release build (for the gateway's end-to-end test) each have their own.
+    await called(module.test())
+    assert engine.serialized_conflicts() == []
+    keys = {
+        c.args["cache"].arg("cacheVolume", "key")
+        for c in engine.calls("withMountedCache")
+        if c.args.get("sharing") in ("PRIVATE", "LOCKED")
+    }
+    assert keys == {
+        "mcp-trader-provider-target-lint",
+        "mcp-trader-provider-target-tests",
+        "mcp-trader-provider-target-release-x86_64",
+    }
+
+
+async def test_cargo_fmt_mounts_no_target_volume(engine: EngineDouble, module: McpTrader) -> None:
+    await called(module.provider_format())
+    (obj,) = synced(engine)
+    keys = {s.args["cache"].arg("cacheVolume", "key") for s in obj.find_all("withMountedCache")}
+    assert keys == {"mcp-trader-cargo-registry", "mcp-trader-cargo-git"}

@@ -19,15 +19,15 @@ from mcp_trader.main import McpTrader
 from mcp_trader.pipeline import (
     CiError,
     Decision,
-    check_credentials,
-    check_default_branch,
     decide,
     describe,
     flatten,
     run_ci,
+    validate_credentials,
 )
 
 from tests.enginedouble import Call, EngineDouble
+from tests.mcp_trader.test_provider import cargo_command
 from tests.registration import Function, is_optional
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,27 +105,33 @@ def test_a_bad_sha_fails_even_when_nothing_would_be_published() -> None:
         decide(sha="not-a-sha", ref="refs/pull/1/merge")
 
 
-@pytest.mark.parametrize("branch", ["main", "release/2.x", "trunk"])
-def test_check_default_branch_accepts_branch_names(branch: str) -> None:
-    assert check_default_branch(branch) == branch
-
-
-@pytest.mark.parametrize("branch", ["", "refs/heads/main", "has space", "a:b"])
-def test_check_default_branch_refuses(branch: str) -> None:
+@pytest.mark.parametrize("branch", ["a..b", "x.lock", "-x", "x/", "@", "foo.", "a//b"])
+@pytest.mark.parametrize("ref", ["refs/pull/7/merge", "refs/heads/main", "refs/tags/v1.2.3"])
+def test_a_default_branch_git_refuses_is_refused_whatever_the_ref(branch: str, ref: str) -> None:
+    # One validator (tags.validate_branch) for the tag rules and the decision: these used to
+    # pass for a pull request and fail for refs/heads/main.
     with pytest.raises(ValueError, match="invalid default branch"):
-        check_default_branch(branch)
+        decide(sha=SHA, ref=ref, default_branch=branch)
+
+
+@pytest.mark.parametrize(
+    "ref", ["refs/heads/a..b", "refs/heads/x.lock", "refs/tags/x/", "refs/heads/a//b"]
+)
+def test_a_ref_git_refuses_is_refused_even_when_it_would_not_publish(ref: str) -> None:
+    with pytest.raises(ValueError, match="invalid ref"):
+        decide(sha=SHA, ref=ref)
 
 
 def test_publishing_without_credentials_is_refused_up_front() -> None:
     decision = decide(sha=SHA, ref="refs/heads/main")
     with pytest.raises(ValueError, match="--username and --password is missing"):
-        check_credentials(decision, None, None)
+        validate_credentials(decision, None, None)
     with pytest.raises(ValueError, match="invalid registry username"):
-        check_credentials(decision, "has space", object())  # type: ignore[arg-type]
+        validate_credentials(decision, "has space", object())  # type: ignore[arg-type]
 
 
 def test_no_credentials_needed_when_not_publishing() -> None:
-    assert check_credentials(decide(sha=SHA, ref="refs/pull/3/merge"), None, None) is None
+    assert validate_credentials(decide(sha=SHA, ref="refs/pull/3/merge"), None, None) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ async def fake_test_suite() -> str:
     return await dag.container().from_("registry.invalid/tests:1").with_exec(["run-tests"]).stdout()
 
 
-def fake_build(service: str, platform: dagger.Platform) -> dagger.Container:
+async def fake_build(service: str, platform: dagger.Platform) -> dagger.Container:
     return dag.container(platform=platform).from_(f"registry.invalid/base-{service}:1")
 
 
@@ -419,7 +425,7 @@ async def ci(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
 
 
 def exec_args(engine: EngineDouble) -> list[list[str]]:
-    return [list(c.args["args"]) for c in engine.calls("withExec")]
+    return [cargo_command(c.args["args"]) for c in engine.calls("withExec")]
 
 
 async def test_ci_function_on_a_pull_request_tests_and_builds_without_publish(
@@ -435,6 +441,13 @@ async def test_ci_function_on_a_pull_request_tests_and_builds_without_publish(
     commands = exec_args(engine)
     assert ["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"] in commands
     assert ["uv", "run", "--locked", "pytest"] in commands
+
+
+async def test_ci_function_issues_no_two_jobs_on_one_serialized_volume(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ci(monkeypatch, "refs/pull/12/merge", username=None, password=None)
+    assert engine.serialized_conflicts() == []
 
 
 async def test_ci_function_on_main_publishes_sha_branch_and_latest(
@@ -469,7 +482,7 @@ async def test_ci_function_names_a_failing_test_stage(
     registry = Registry(engine)
     engine.fail(
         "withExec",
-        when=lambda step: list(step.args["args"])[:2] == ["cargo", "clippy"],
+        when=lambda step: cargo_command(step.args["args"])[:2] == ["cargo", "clippy"],
         exit_code=101,
         stderr="error: unused variable: `spread`",
     )

@@ -1,10 +1,15 @@
 """build-provider and provider-builder: what they ask the engine for (engine double)."""
 
+import os
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import dagger
 import pytest
-from mcp_trader import provider
+from mcp_trader import provider, services
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import EngineDouble, Obj, Step, built, called
@@ -20,6 +25,14 @@ def index(obj: Obj, predicate: str | None = None, **args: object) -> int:
 
 def execs(obj: Obj) -> list[list[str]]:
     return [list(s.args["args"]) for s in obj.find_all("withExec")]
+
+
+def cargo_command(argv: list[str]) -> list[str]:
+    """The command an exec runs, with provider.fresh's wrapper (fingerprint removal) taken off."""
+    argv = list(argv)
+    if argv[:3] == ["sh", "-c", provider.FRESH_SCRIPT]:
+        return argv[6:]
+    return argv
 
 
 def source_path(step: Step) -> str:
@@ -60,14 +73,14 @@ async def test_runtime_image_is_pinned_distroless_non_root_with_healthcheck(
     labels = {s.args["name"]: s.args["value"] for s in runtime.find_all("withLabel")}
     assert labels == {
         "org.opencontainers.image.title": "binance-provider",
-        "org.opencontainers.image.description": provider.DESCRIPTION,
+        "org.opencontainers.image.description": services.PROVIDER.description,
         "org.opencontainers.image.licenses": "MIT",
     }
     # The runtime image runs nothing at build time (no shell, no emulation for other platforms).
     assert runtime.find("withExec") is None
 
 
-async def test_builder_uses_pinned_rust_and_the_three_cargo_caches(
+async def test_builder_uses_pinned_rust_the_shared_cargo_caches_and_its_own_target(
     engine: EngineDouble, module: McpTrader
 ) -> None:
     _, binary = await runtime_and_builder(engine, module)
@@ -82,7 +95,12 @@ async def test_builder_uses_pinned_rust_and_the_three_cargo_caches(
     assert mounts == {
         "/usr/local/cargo/registry": ("mcp-trader-cargo-registry", "SHARED"),
         "/usr/local/cargo/git": ("mcp-trader-cargo-git", "SHARED"),
-        "/src/providers/binance-rs/target": ("mcp-trader-provider-target", "PRIVATE"),
+        # Its own volume per job and triple, LOCKED (what 0.21 does for PRIVATE anyway): the
+        # release build of another platform or a check never waits for this one.
+        "/src/providers/binance-rs/target": (
+            "mcp-trader-provider-target-release-x86_64",
+            "LOCKED",
+        ),
     }
 
 
@@ -118,9 +136,19 @@ async def test_binary_leaves_the_target_mount_in_the_build_exec(
 ) -> None:
     _, binary = await runtime_and_builder(engine, module)
     last_exec = binary.find_all("withExec")[-1]
-    # One exec, no shell: `cargo install --path .` builds in the crate's target/ (the cache
-    # mount, still mounted) and copies the binary to --root, in the container's filesystem.
-    assert last_exec.args["args"] == [
+    # One exec: `cargo install --path .` builds in the crate's target/ (the cache mount, still
+    # mounted) and copies the binary to --root, in the container's filesystem; before it, in the
+    # same exec, a fixed script deletes the crate's own fingerprints (arguments, not a string).
+    argv = last_exec.args["args"]
+    assert argv[:6] == [
+        "sh",
+        "-c",
+        provider.FRESH_SCRIPT,
+        "fresh",
+        "/src/providers/binance-rs/target",
+        "binance-provider",
+    ]
+    assert cargo_command(argv) == [
         "cargo",
         "install",
         "--locked",
@@ -204,7 +232,7 @@ async def test_provider_builder_is_the_build_container_before_the_build(
     assert builder.type == "Container"
     assert builder.steps[-1].field == "withMountedCache"
     assert ["cargo", "fetch", "--locked"] in execs(builder)
-    assert all(argv[:2] != ["cargo", "install"] for argv in execs(builder))
+    assert all(cargo_command(argv)[:2] != ["cargo", "install"] for argv in execs(builder))
 
 
 async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
@@ -212,7 +240,7 @@ async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda step: step.args["args"][:2] == ["cargo", "install"],
+        when=lambda step: cargo_command(step.args["args"])[:2] == ["cargo", "install"],
         exit_code=101,
         stderr="error[E0308]: mismatched types\n --> src/server.rs:10:5",
     )
@@ -221,3 +249,86 @@ async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
     with pytest.raises(dagger.ExecError) as info:
         await ctr.sync()
     assert "E0308" in info.value.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Freshness, with real cargo on the host: the build exec's own command on a throwaway crate
+
+DEMO_BUILD_RS = """
+fn main() {
+    println!("cargo:rerun-if-changed=message.txt");
+    let message = std::fs::read_to_string("message.txt").unwrap();
+    let out = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("message.rs");
+    std::fs::write(out, format!("const MESSAGE: &str = {:?};", message.trim())).unwrap();
+}
+"""
+DEMO_MAIN_RS = """
+include!(concat!(env!("OUT_DIR"), "/message.rs"));
+const SOURCE: &str = "{source}";
+fn main() {{
+    println!("{{MESSAGE}} {{SOURCE}}");
+}}
+"""
+
+
+def write_demo(crate: Path, version: str, mtime: float | None = None) -> None:
+    """The throwaway crate at `version`: a build script input and a source file that say it."""
+    (crate / "src").mkdir(parents=True, exist_ok=True)
+    (crate / "Cargo.toml").write_text(
+        '[package]\nname = "fresh-demo"\nversion = "0.1.0"\nedition = "2021"\n'
+    )
+    (crate / "build.rs").write_text(DEMO_BUILD_RS)
+    (crate / "message.txt").write_text(f"message-{version}\n")
+    (crate / "src" / "main.rs").write_text(DEMO_MAIN_RS.format(source=f"source-{version}"))
+    if mtime is not None:
+        # The whole snapshot carries old mtimes, as an upload reused by the engine can.
+        for name in ("Cargo.toml", "build.rs", "message.txt", "src/main.rs"):
+            os.utime(crate / name, (mtime, mtime))
+
+
+def cargo_run(argv: list[str], crate: Path) -> None:
+    env = {**os.environ, "CARGO_NET_OFFLINE": "true", "CARGO_TERM_COLOR": "never"}
+    env.pop("CARGO_TARGET_DIR", None)
+    proc = subprocess.run(argv, cwd=crate, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{argv} failed:\n{proc.stderr}"
+
+
+def run_binary(root: Path) -> str:
+    out = subprocess.run([str(root / "bin" / "fresh-demo")], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo on PATH")
+def test_the_build_exec_rebuilds_the_crate_whatever_its_sources_mtimes(tmp_path: Path) -> None:
+    """A reused source snapshot can be older than the fingerprints in the target/ volume: plain
+    cargo then ships the previous binary; the module's build command (provider.build_command,
+    the exact argv of the build exec, only the paths differ) does not."""
+    crate = tmp_path / "crate"
+    write_demo(crate, "one")
+    cargo_run(["cargo", "generate-lockfile", "--offline"], crate)
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    triple = re.search(r"^host: (\S+)$", host, re.MULTILINE)
+    assert triple is not None
+    target = provider.RustTarget(triple[1], "", "", "")
+    target_dir = crate / "target"
+
+    def build(root: Path, *, fresh: bool) -> str:
+        argv = provider.build_command(
+            target, target_dir=str(target_dir), install_root=str(root), package="fresh-demo"
+        )
+        cargo_run(argv if fresh else cargo_command(argv), crate)
+        return run_binary(root)
+
+    assert build(tmp_path / "out1", fresh=True) == "message-one source-one"
+    # Other packages' fingerprints (the dependencies') must survive the fresh build.
+    keep = [
+        target_dir / triple[1] / "release" / ".fingerprint" / "serde-0123456789abcdef",
+        target_dir / triple[1] / "release" / ".fingerprint" / "fresh-demo-extra-0123456789abcdef",
+    ]
+    for path in keep:
+        path.mkdir()
+    # New contents, with mtimes from long before the fingerprints cargo just wrote.
+    write_demo(crate, "two", mtime=time.time() - 365 * 86400)
+    assert build(tmp_path / "out2", fresh=False) == "message-one source-one"  # stale: the bug
+    assert build(tmp_path / "out3", fresh=True) == "message-two source-two"
+    assert all(path.is_dir() for path in keep)

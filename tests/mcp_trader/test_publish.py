@@ -5,7 +5,7 @@ are about what publishing asks of the engine, not about how the images are built
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,21 +15,20 @@ from dagger import dag
 from mcp_trader.main import McpTrader
 from mcp_trader.publish import (
     DEFAULT_PLATFORMS,
-    SERVICES,
-    SUPPORTED_PLATFORMS,
     PublishError,
+    Pushed,
     PushStep,
     RetryPolicy,
-    check_created,
-    check_platforms,
     check_same_digest,
-    check_username,
     digest_of,
     format_created,
     is_transient,
     plan_publish,
     publish_images,
+    validate_created,
+    validate_username,
 )
+from mcp_trader.services import SERVICES
 
 from tests.enginedouble import Call, EngineDouble, Obj, Step
 from tests.registration import Function, is_optional, object_name, required
@@ -129,26 +128,26 @@ def test_a_malformed_pull_ref_gets_the_ref_error_not_the_pr_rule() -> None:
     ],
 )
 def test_bad_platforms_are_refused(platforms: list[str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        check_platforms(platforms)
+    # The validator itself is tested in test_platforms.py; the plan refuses what it refuses.
     with pytest.raises(ValueError, match=message):
         plan(platforms=platforms)
 
 
 def test_platforms() -> None:
     assert DEFAULT_PLATFORMS == ("linux/amd64",)
-    assert check_platforms(["linux/arm64", "linux/amd64"]) == ("linux/arm64", "linux/amd64")
-    assert check_platforms("linux/arm64") == ("linux/arm64",)
-    assert check_platforms(["linux/arm64/v8"]) == ("linux/arm64",)  # as the builds normalize it
-    with pytest.raises(ValueError, match="'linux/arm64/v8' is given more than once"):
-        check_platforms(["linux/arm64", "linux/arm64/v8"])
-    assert set(SUPPORTED_PLATFORMS) == {"linux/amd64", "linux/arm64"}
+    assert plan_publish(
+        repository="a/b",
+        sha=SHA,
+        ref="refs/heads/main",
+        created=CREATED,
+        platforms=["linux/arm64/v8", "linux/amd64"],
+    ).platforms == ("linux/arm64", "linux/amd64")
 
 
 @pytest.mark.parametrize("username", ["", " ", "a b", "name\n"])
 def test_bad_username_is_refused(username: str) -> None:
     with pytest.raises(ValueError, match="invalid registry username"):
-        check_username(username)
+        validate_username(username)
 
 
 def test_created_time() -> None:
@@ -157,10 +156,10 @@ def test_created_time() -> None:
     ) == ("2024-05-01T12:00:00Z")
     with pytest.raises(ValueError, match="no time zone"):
         format_created(datetime(2024, 5, 1))
-    assert check_created("2024-05-01T12:00:00.25Z") == "2024-05-01T12:00:00.25Z"
+    assert validate_created("2024-05-01T12:00:00.25Z") == "2024-05-01T12:00:00.25Z"
     for bad in ("2024-05-01", "2024-05-01T12:00:00+02:00", "2024-13-01T00:00:00Z", "now"):
         with pytest.raises(ValueError, match="invalid created time"):
-            check_created(bad)
+            validate_created(bad)
 
 
 @pytest.mark.parametrize(
@@ -225,14 +224,31 @@ def test_digest_of_and_same_digest() -> None:
     step = PushStep("mcp-gateway", GATEWAY, "main", moving=True)
     digest = "sha256:" + "a" * 64
     assert digest_of(f"{GATEWAY}:main@{digest}", step) == digest
-    for bad in ("", f"{GATEWAY}:main", f"{GATEWAY}:other@{digest}", f"{GATEWAY}:main@sha256:abc"):
+    for bad in ("", f"{GATEWAY}:main", f"{GATEWAY}:main@sha256:abc", f"{GATEWAY}:main@{digest}x"):
         with pytest.raises(PublishError, match="cannot prove which content"):
             digest_of(bad, step)
     first = PushStep("mcp-gateway", GATEWAY, "sha-1a2b3c4", moving=False)
-    check_same_digest((first, digest), (step, digest))
+    check_same_digest(Pushed(first, "", digest), Pushed(step, "", digest))
     other = "sha256:" + "b" * 64
     with pytest.raises(PublishError, match=rf"{GATEWAY}:main got digest {other} but "):
-        check_same_digest((first, digest), (step, other))
+        check_same_digest(Pushed(first, "", digest), Pushed(step, "", other))
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        # The engine returns the name as reference.ParseNormalizedNamed spells it.
+        "docker.io/acme/mcp-gateway:main@{d}",
+        "docker.io/library/mcp-gateway:main@{d}",
+        "GHCR.IO/acme/mcp-trader/mcp-gateway:main@{d}",
+        "{image}:main@{d}",
+    ],
+)
+def test_the_digest_alone_is_compared_whatever_name_the_engine_returns(returned: str) -> None:
+    # Behaviour changed on purpose (issue 15.6): the name part used to have to match exactly.
+    step = PushStep("mcp-gateway", "index.docker.io/acme/mcp-gateway", "main", moving=True)
+    digest = "sha256:" + "c" * 64
+    assert digest_of(returned.format(d=digest, image=GATEWAY), step) == digest
 
 
 # ======================================================================== with the engine double
@@ -282,8 +298,8 @@ class Registry:
 
 def builder(
     calls: list[tuple[str, str]] | None = None,
-) -> Callable[[str, dagger.Platform], dagger.Container]:
-    def build(service: str, platform: dagger.Platform) -> dagger.Container:
+) -> Callable[[str, dagger.Platform], Awaitable[dagger.Container]]:
+    async def build(service: str, platform: dagger.Platform) -> dagger.Container:
         if calls is not None:
             calls.append((service, str(platform)))
         return dag.container(platform=platform).from_(f"registry.invalid/base-{service}:1")
@@ -353,7 +369,7 @@ async def test_builds_every_image_and_platform_before_the_first_push(
     Registry(engine)
     calls: list[tuple[str, str]] = []
     await run(monkeypatch, build=builder(calls), platforms=["linux/amd64", "linux/arm64"])
-    assert calls == [(s, p) for s in SERVICES for p in ("linux/amd64", "linux/arm64")]
+    assert calls == [(s.name, p) for s in SERVICES for p in ("linux/amd64", "linux/arm64")]
     leaves = [field for _, field in engine.evaluated]
     first_publish = leaves.index("publish")
     assert set(leaves[:first_publish]) == {"sync"}
@@ -662,6 +678,32 @@ async def test_publish_function_pushes_the_module_builds(
             assert "org.opencontainers.image.title" in labels
     for record in engine.queries:
         assert TOKEN not in record.text
+
+
+async def test_a_two_platform_publish_builds_both_binaries_at_once(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each target triple has its own target/ volume: the arm64 build never waits for amd64's.
+    Registry(engine)
+    await module().publish(
+        repository="acme/mcp-trader",
+        username="octo-bot",
+        password=token_secret(monkeypatch),
+        sha=SHA,
+        ref="refs/heads/main",
+        platforms=["linux/amd64", "linux/arm64"],
+        created=CREATED,
+    )
+    assert engine.serialized_conflicts() == []
+    keys = {
+        c.args["cache"].arg("cacheVolume", "key")
+        for c in engine.calls("withMountedCache")
+        if c.args.get("sharing") in ("PRIVATE", "LOCKED")
+    }
+    assert keys == {
+        "mcp-trader-provider-target-release-x86_64",
+        "mcp-trader-provider-target-release-aarch64",
+    }
 
 
 async def test_publish_function_defaults_to_amd64_and_refuses_prs_before_building(

@@ -106,7 +106,7 @@ async def test_every_path_a_function_reads_is_uploaded(
     engine: EngineDouble, module: McpTrader
 ) -> None:
     await built(engine, await called(module.build_provider()))
-    await built(engine, module.build_gateway())
+    await built(engine, await called(module.build_gateway()))
     await built(engine, await called(module.provider_builder()))
     await called(module.test())
     source = await built(engine, module.source)

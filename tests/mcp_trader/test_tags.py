@@ -8,10 +8,10 @@ from mcp_trader.tags import (
     github_source_url,
     image_repository,
     image_tags,
-    is_pull_request_ref,
-    pull_request_number,
+    parse_ref,
     short_sha_tag,
     tag_plan,
+    validate_branch,
     version_label,
 )
 
@@ -163,6 +163,35 @@ def test_branch_ref_that_git_would_refuse_is_refused(ref: str) -> None:
     assert repr(ref) in str(err.value)
 
 
+@pytest.mark.parametrize("branch", ["main", "release/2.x", "trunk"])
+def test_validate_branch_accepts_branch_names(branch: str) -> None:
+    assert validate_branch(branch) == branch
+
+
+@pytest.mark.parametrize("branch", ["", "refs/heads/main", "has space", "a:b"])
+def test_validate_branch_refuses(branch: str) -> None:
+    with pytest.raises(ValueError, match="invalid default branch"):
+        validate_branch(branch, what="default branch")
+
+
+@pytest.mark.parametrize(
+    ("ref", "kind", "name"),
+    [
+        ("refs/heads/feature/x", "branch", "feature/x"),
+        ("refs/tags/v1.2.3", "tag", "v1.2.3"),
+        ("refs/pull/7/merge", "pull", "7"),
+    ],
+)
+def test_parse_ref(ref: str, kind: str, name: str) -> None:
+    parsed = parse_ref(ref)
+    assert (parsed.ref, parsed.kind, parsed.name) == (ref, kind, name)
+
+
+def test_only_a_pull_request_ref_has_a_number() -> None:
+    with pytest.raises(ValueError, match="not a pull request ref"):
+        _ = parse_ref("refs/heads/main").number
+
+
 @pytest.mark.parametrize("default_branch", ["", "refs/heads/main", "a..b", "-x", "ma in", "x/"])
 def test_bad_default_branch_is_refused(default_branch: str) -> None:
     with pytest.raises(ValueError, match="default branch") as err:
@@ -241,8 +270,8 @@ def test_empty_tag_ref_is_refused() -> None:
 @pytest.mark.parametrize("kind", ["merge", "head"])
 def test_pull_request_refs(kind: str) -> None:
     assert tags(f"refs/pull/42/{kind}") == ["sha-1a2b3c4", "pr-42"]
-    assert is_pull_request_ref(f"refs/pull/42/{kind}")
-    assert pull_request_number(f"refs/pull/42/{kind}") == 42
+    assert parse_ref(f"refs/pull/42/{kind}").kind == "pull"
+    assert parse_ref(f"refs/pull/42/{kind}").number == 42
 
 
 @pytest.mark.parametrize(

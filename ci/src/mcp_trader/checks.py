@@ -29,53 +29,55 @@ class Check:
     commands: tuple[tuple[str, ...], ...]
 
 
-#: Where the gateway's end-to-end test finds the provider (its BINANCE_PROVIDER_BIN contract).
-PROVIDER_BIN: Final = "/usr/local/bin/binance-provider"
-
-
-def _sync(
-    make: Callable[[dagger.Directory], dagger.Container],
-) -> Callable[[dagger.Directory], Awaitable[dagger.Container]]:
-    async def container(source: dagger.Directory) -> dagger.Container:
-        return make(source)
-
-    return container
-
-
 async def gateway_tests_container(source: dagger.Directory) -> dagger.Container:
     """The gateway's check container plus the provider's release binary for the engine's own
     platform: the end-to-end test runs the real provider, and this image has no Rust toolchain."""
     provider_bin = await provider.binary(source, await dag.default_platform())
     return (
-        gateway.checker(source)
-        .with_file(PROVIDER_BIN, provider_bin, permissions=0o755)
-        .with_env_variable("BINANCE_PROVIDER_BIN", PROVIDER_BIN)
+        (await gateway.checker(source))
+        .with_file(provider.BINARY_PATH, provider_bin, permissions=0o755)
+        .with_env_variable("BINANCE_PROVIDER_BIN", provider.BINARY_PATH)
     )
 
 
+def _provider_checker(
+    job: str | None,
+) -> Callable[[dagger.Directory], Awaitable[dagger.Container]]:
+    return functools.partial(provider.checker, job=job)
+
+
 CHECKS: Final = (
+    # cargo fmt reads only the sources: no target/ volume.
     Check(
         "provider-format",
         "cargo fmt --check",
-        _sync(provider.checker),
+        _provider_checker(None),
         (("cargo", "fmt", "--check"),),
     ),
+    # Each cargo job has its own target/ volume, so clippy, the tests and the release build run
+    # at the same time; `fresh` keeps the crate's freshness independent of mtimes (provider.py).
     Check(
         "provider-lint",
         "cargo clippy, warnings as errors",
-        _sync(provider.checker),
-        (("cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"),),
+        _provider_checker("lint"),
+        (
+            tuple(
+                provider.fresh(
+                    ["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"]
+                )
+            ),
+        ),
     ),
     Check(
         "provider-tests",
         "cargo test --locked",
-        _sync(provider.checker),
-        (("cargo", "test", "--locked"),),
+        _provider_checker("tests"),
+        (tuple(provider.fresh(["cargo", "test", "--locked"])),),
     ),
     Check(
         "gateway-lint",
         "ruff check and ruff format --check",
-        _sync(gateway.checker),
+        gateway.checker,
         (
             ("uv", "run", "--locked", "ruff", "check", "."),
             ("uv", "run", "--locked", "ruff", "format", "--check", "."),
@@ -84,7 +86,7 @@ CHECKS: Final = (
     Check(
         "gateway-types",
         "mypy (strict, per mcp-gateway/pyproject.toml)",
-        _sync(gateway.checker),
+        gateway.checker,
         (("uv", "run", "--locked", "mypy"),),
     ),
     Check(

@@ -11,6 +11,14 @@ The runtime image copies only the virtualenv (the project is installed into it a
 `--no-editable`), at the same path as in the build container: console scripts hard-code it.
 For another platform the virtualenv is resolved for that platform (`--python-platform`) by the
 same Python version, so no emulation is needed; bytecode is platform-independent.
+
+uv trusts the system CA store (`UV_SYSTEM_CERTS`): the engine installs its custom CAs (a
+corporate proxy's, say) into every container's system store, and uv's bundled roots would refuse
+a TLS-intercepting proxy with "invalid peer certificate: UnknownIssuer".
+
+The project itself is reinstalled from its sources on every build (`--reinstall-package`): uv
+caches the wheel it builds from a directory by the mtime of `pyproject.toml` only, so with a
+persistent uv cache a change under `src/` alone would install the previous wheel.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import dagger
 from dagger import dag
 
 from . import platforms
-from .labels import oci_labels
 
 #: Official Python image (Debian 12, glibc 2.36), pinned to the minor version the gateway targets.
 PYTHON_IMAGE: Final = "python:3.12-slim-bookworm"
@@ -42,12 +49,10 @@ CHECK_WORKDIR: Final = f"/src/{PROJECT}"
 UV_CACHE: Final = "/root/.cache/uv"
 CACHE_UV: Final = "mcp-trader-uv"
 
-PORT: Final = 3001
+#: The package name in pyproject.toml (what `--reinstall-package` names).
+PACKAGE: Final = "mcp-gateway"
 #: A fixed non-root uid/gid (the slim image has no unprivileged user; nothing needs a name).
 USER: Final = "65532:65532"
-
-TITLE: Final = "mcp-gateway"
-DESCRIPTION: Final = "MCP server exposing the tools of provider.v1 gRPC market-data providers"
 
 #: uv's name for "this CPU, glibc 2.36" (bookworm), so wheels match the runtime image.
 PYTHON_PLATFORMS: Final = {
@@ -67,6 +72,8 @@ def uv_base() -> dagger.Container:
         )
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_LINK_MODE", "copy")
+        # uv 0.13 reads UV_SYSTEM_CERTS (UV_NATIVE_TLS is its deprecated older name).
+        .with_env_variable("UV_SYSTEM_CERTS", "true")
         .with_env_variable("UV_COMPILE_BYTECODE", "1")
         # The image's interpreter, never a downloaded one: the runtime image has the same.
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
@@ -74,29 +81,39 @@ def uv_base() -> dagger.Container:
     )
 
 
-def builder(source: dagger.Directory, platform: dagger.Platform | None = None) -> dagger.Container:
+async def builder(
+    source: dagger.Directory, platform: dagger.Platform | None = None
+) -> dagger.Container:
     """The build container: the locked production virtualenv of mcp-gateway at /app/.venv."""
-    target = platforms.check(platform)
+    target = platforms.validate_platform(platform)
     python_platform = PYTHON_PLATFORMS[str(target)]
     project = source.directory(PROJECT)
-    sync = ["uv", "sync", "--locked", "--no-dev", "--python-platform", python_platform]
     return (
         uv_base()
         .with_env_variable("UV_PROJECT_ENVIRONMENT", VENV)
         .with_workdir(APP)
         .with_directory(APP, project, include=list(MANIFESTS))
-        .with_exec([*sync, "--no-install-project"])
+        .with_exec(sync_command(python_platform, project=False))
         .with_directory(APP, project, include=list(BUILD_INPUTS))
-        .with_exec([*sync, "--no-editable"])
+        .with_exec(sync_command(python_platform, project=True))
     )
 
 
-def build(source: dagger.Directory, platform: dagger.Platform | None = None) -> dagger.Container:
-    """The runtime image of mcp-gateway for `platform` (linux/amd64 by default)."""
-    target = platforms.check(platform)
-    venv = builder(source, target).directory(VENV)
-    ctr = (
-        dag.container(platform=target)
+def sync_command(python_platform: str, *, project: bool, package: str = PACKAGE) -> list[str]:
+    """`uv sync` of the production virtualenv: the locked dependencies alone (before the
+    sources arrive), or the project itself, as a wheel rebuilt from its sources every time."""
+    sync = ["uv", "sync", "--locked", "--no-dev", "--python-platform", python_platform]
+    if not project:
+        return [*sync, "--no-install-project"]
+    return [*sync, "--no-editable", "--reinstall-package", package]
+
+
+async def runtime(source: dagger.Directory, platform: dagger.Platform) -> dagger.Container:
+    """The runtime image's payload for `platform`: slim Python, the virtualenv, non-root, its
+    entrypoint and healthcheck (services.build adds the port and labels, and checks it)."""
+    venv = (await builder(source, platform)).directory(VENV)
+    return (
+        dag.container(platform=platform)
         .from_(PYTHON_IMAGE)
         .with_directory(VENV, venv)
         .with_env_variable("VIRTUAL_ENV", VENV)
@@ -105,7 +122,6 @@ def build(source: dagger.Directory, platform: dagger.Platform | None = None) -> 
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
         .with_workdir(APP)
         .with_user(USER)
-        .with_exposed_port(PORT, description="MCP streamable HTTP (/mcp), /health, /ready")
         .with_entrypoint([f"{VENV}/bin/mcp-gateway"])
         # Standard library only: exits 0 only when /health answers 200.
         .with_docker_healthcheck(
@@ -116,12 +132,9 @@ def build(source: dagger.Directory, platform: dagger.Platform | None = None) -> 
             retries=3,
         )
     )
-    for name, value in oci_labels(title=TITLE, description=DESCRIPTION).items():
-        ctr = ctr.with_label(name, value)
-    return ctr
 
 
-def checker(source: dagger.Directory) -> dagger.Container:
+async def checker(source: dagger.Directory) -> dagger.Container:
     """The container the gateway's checks run in: all locked dependencies (dev included), the
     sources, tests and the .proto contract, laid out as in the repository."""
     project = source.directory(PROJECT)

@@ -1,9 +1,10 @@
 """The main object: every function `dagger call` exposes.
 
-Each function is a thin entry point; the work lives in one module per job
-(provider.py, gateway.py, checks.py, tags.py, publish.py, pipeline.py, deploy.py).
+Each function is a thin entry point; the work lives in one module per job (services.py and the
+builders provider.py and gateway.py, checks.py, tags.py, publish.py, pipeline.py, deploy.py).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -13,9 +14,15 @@ from dagger import DefaultPath, Doc, Ignore, check, function, object_type
 from mcp_trader import checks as _checks
 from mcp_trader import deploy as _deploy
 from mcp_trader import gateway as _gateway
+from mcp_trader import pipeline as _pipeline
+from mcp_trader import platforms as _platforms
 from mcp_trader import provider as _provider
+from mcp_trader import services as _services
 from mcp_trader.errors import run_all as _run_all
+from mcp_trader.publish import DEFAULT_PLATFORMS as _DEFAULT_PLATFORMS
+from mcp_trader.publish import publish_images as _publish_images
 from mcp_trader.sources import SOURCE_IGNORE
+from mcp_trader.tags import image_tags as _image_tags
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +50,7 @@ class McpTrader:
         Ignore(SOURCE_IGNORE),
     ]
 
-    # --- Build and test (issue 7): the two images, their builders, the checks -----------------
+    # --- Build and test: the images (services.py), their builders, the checks (checks.py) ------
     @function
     async def build_provider(
         self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
@@ -52,39 +59,36 @@ class McpTrader:
 
         Chain it: `terminal`, `export --path ./provider.tar`, `as-service up --ports 50053:50053`.
         """
-        return await _provider.build(self.source, platform)
+        return await _services.build(_services.PROVIDER, self.source, platform)
 
     @function
-    def build_gateway(
+    async def build_gateway(
         self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
     ) -> dagger.Container:
         """Build the mcp-gateway runtime image: slim Python, non-root, port 3001.
 
         Chain it: `terminal`, `export --path ./gateway.tar`, `as-service up --ports 3001:3001`.
         """
-        return _gateway.build(self.source, platform)
+        return await _services.build(_services.GATEWAY, self.source, platform)
 
     @function
     async def build_all(
         self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
     ) -> str:
-        """Build both images concurrently; print each one's name, platform and size.
+        """Build both images concurrently; print each one's name, platform and port.
 
-        Fails if either build fails, naming it and showing the compiler's output.
+        Fails if either build fails, naming it and showing the compiler's output. For an
+        image's size, export it: `dagger call build-provider export --path ./provider.tar`.
         """
+        target = _platforms.validate_platform(platform)
 
-        async def built(name: str, ctr: dagger.Container) -> str:
-            ctr = await ctr.sync()
-            size = await ctr.as_tarball().size()
-            return f"{name:<18} {await ctr.platform():<13} {size / 1e6:8.1f} MB (OCI tarball)"
+        async def built(service: _services.Service) -> str:
+            await (await _services.build(service, self.source, target)).sync()
+            return f"{service.name:<18} {target!s:<13} port {service.port}"
 
-        async def provider() -> str:
-            return await built("binance-provider", await _provider.build(self.source, platform))
-
-        async def gateway() -> str:
-            return await built("mcp-gateway", _gateway.build(self.source, platform))
-
-        lines = await _run_all({"build-provider": provider, "build-gateway": gateway})
+        lines = await _run_all(
+            {s.function: functools.partial(built, s) for s in _services.SERVICES}
+        )
         return "\n".join(lines.values()) + "\n"
 
     @function
@@ -97,12 +101,12 @@ class McpTrader:
         return ctr
 
     @function
-    def gateway_builder(
+    async def gateway_builder(
         self, platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None
     ) -> dagger.Container:
         """The Python build container (the production virtualenv at /app/.venv), for debugging:
         `dagger call gateway-builder terminal`."""
-        return _gateway.builder(self.source, platform)
+        return await _gateway.builder(self.source, platform)
 
     @function
     async def test(self) -> None:
@@ -149,8 +153,7 @@ class McpTrader:
         """Run the gateway's tests (pytest)."""
         await _checks.run(self.source, "gateway-tests")
 
-    # --- Publish (issue 4): the tag rules (tags.py) and pushing both images (publish.py) ------
-    # Imports stay inside the functions so this area is one block of the shared file.
+    # --- Publish: the tag rules (tags.py) and pushing both images (publish.py) ----------------
     @function
     def tags(
         self,
@@ -166,9 +169,7 @@ class McpTrader:
         Example: --sha 1a2b3c4 --ref refs/heads/main -> sha-1a2b3c4, main, latest.
         A ref these rules cannot tag is refused with the reason.
         """
-        from mcp_trader.tags import image_tags
-
-        return image_tags(sha=sha, ref=ref, default_branch=default_branch)
+        return _image_tags(sha=sha, ref=ref, default_branch=default_branch)
 
     @uncached
     async def publish(
@@ -206,19 +207,16 @@ class McpTrader:
         before the first push; `sha-` tags go first and `latest` last; transient registry errors
         are retried. Returns each pushed reference with its digest (image:tag@sha256:...).
         """
-        from mcp_trader.pipeline import service_builder
-        from mcp_trader.publish import DEFAULT_PLATFORMS, publish_images
-
-        return await publish_images(
+        return await _publish_images(
             # The same builds as build-provider / build-gateway.
-            service_builder(self.source),
+            _services.builder(self.source),
             repository=repository,
             username=username,
             password=password,
             sha=sha,
             ref=ref,
             registry=registry,
-            platforms=DEFAULT_PLATFORMS if platforms is None else platforms,
+            platforms=_DEFAULT_PLATFORMS if platforms is None else platforms,
             default_branch=default_branch,
             allow_pr=allow_pr,
             created=created,
@@ -374,7 +372,7 @@ class McpTrader:
             run_id=run_id or _deploy.new_run_id(),
         )
 
-    # --- CI (issue 5): what .github/workflows/ci.yml calls; the decisions live in pipeline.py ---
+    # --- CI: what .github/workflows/ci.yml calls; the decisions live in pipeline.py -------------
     @uncached
     async def ci(
         self,
@@ -400,11 +398,9 @@ class McpTrader:
         Pull requests, other branches and other tags are tested and built only, and the output
         says so. A failure names its stage (test, build provider, build gateway, publish).
         """
-        from mcp_trader import pipeline
-
-        return await pipeline.run_ci(
+        return await _pipeline.run_ci(
             test=self.test,
-            build=pipeline.service_builder(self.source),
+            build=_services.builder(self.source),
             sha=sha,
             ref=ref,
             repository=repository,

@@ -10,49 +10,34 @@ Order of work:
    awaited, and every failure is reported, each under its stage name.
 3. Publish the very images just built (the publish helper's order and retry rules), or say why not.
 
-A failure raises `CiError` whose message starts with the stage (`test`, `build provider`,
-`build gateway`, `publish`) followed by the underlying error; the stages run in an anyio task
-group (`errors.run_all`) and exception groups are unwrapped, so the user reads the compiler's or
-the registry's own message.
+A failure raises `CiError` whose message starts with the stage (`test`, each service's
+`build <short>` from services.py, `publish`) followed by the underlying error; the stages run in
+an anyio task group (`errors.run_all`) and exception groups are unwrapped, so the user reads the
+compiler's or the registry's own message.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal, cast
+from typing import Final
 
 import dagger
 
-from . import gateway, provider
 from .errors import JobFailedError, run_all
 from .errors import describe as describe_error
-from .publish import SERVICES, check_username, format_created, plan_publish, publish_images
-from .tags import (
-    github_source_url,
-    image_tags,
-    is_pull_request_ref,
-    pull_request_number,
-    short_sha_tag,
-)
+from .publish import Builder, format_created, plan_publish, publish_images, validate_username
+from .services import SERVICES
+from .tags import github_source_url, image_tags, parse_ref, short_sha_tag, validate_branch
 
-Stage = Literal["test", "build provider", "build gateway", "publish"]
-
-#: The stage that builds each service's image (SERVICES order).
-BUILD_STAGES: Final[dict[str, Stage]] = {
-    "binance-provider": "build provider",
-    "mcp-gateway": "build gateway",
-}
+#: A stage of the run: "test", a service's `stage` ("build provider", ...), or "publish".
+Stage = str
 #: Release tags: what `on.push.tags` in .github/workflows/ci.yml triggers on.
-RELEASE_TAG_PREFIX: Final = "refs/tags/v"
+RELEASE_TAG_PREFIX: Final = "v"
 #: The one platform `ci` builds and publishes (GitHub's hosted runners are linux/amd64).
 CI_PLATFORM: Final = "linux/amd64"
-
-_BRANCH_NAME = re.compile(r"[^\s~^:?*\[\\]+")
 
 
 class CiError(Exception):
@@ -81,66 +66,50 @@ def decide(*, sha: str, ref: str, default_branch: str = "main") -> Decision:
     """Publish for a push to `default_branch` or a release tag (`refs/tags/v*`); else build + test.
 
     Raises `ValueError` naming the bad value when `sha`, `ref` or `default_branch` is malformed,
-    even for refs that would not publish, so a typo never silently turns publishing off.
+    even for refs that would not publish, so a typo never silently turns publishing off. The
+    ref and the branch are read by the same parser and validator as the tag rules (tags.py).
     """
-    check_default_branch(default_branch)
+    validate_branch(default_branch, what="default branch")
     short_sha_tag(sha)  # validates the sha
-    if is_pull_request_ref(ref):
-        number = pull_request_number(ref)
+    parsed = parse_ref(ref)
+    if parsed.kind == "pull":
         return Decision(
             publish=False,
             reason=(
-                f"pull request #{number} ({ref}): tested and built only; images are published "
-                f"for pushes to {default_branch} and release tags (v*)"
+                f"pull request #{parsed.number} ({ref}): tested and built only; images are "
+                f"published for pushes to {default_branch} and release tags (v*)"
             ),
         )
-    if ref == f"refs/heads/{default_branch}":
-        tags = image_tags(sha=sha, ref=ref, default_branch=default_branch)
-        return Decision(
-            publish=True,
-            reason=f"push to the default branch {default_branch}",
-            tags=tuple(tags),
+    publishes = (parsed.kind == "branch" and parsed.name == default_branch) or (
+        parsed.kind == "tag" and parsed.name.startswith(RELEASE_TAG_PREFIX)
+    )
+    if publishes:
+        reason = (
+            f"push to the default branch {default_branch}"
+            if parsed.kind == "branch"
+            else f"release tag {parsed.name}"
         )
-    if ref.startswith(RELEASE_TAG_PREFIX):
         tags = image_tags(sha=sha, ref=ref, default_branch=default_branch)
-        return Decision(
-            publish=True, reason=f"release tag {ref.removeprefix('refs/tags/')}", tags=tuple(tags)
-        )
-    if ref.startswith("refs/heads/"):
-        branch = ref.removeprefix("refs/heads/")
+        return Decision(publish=True, reason=reason, tags=tuple(tags))
+    if parsed.kind == "branch":
         return Decision(
             publish=False,
             reason=(
-                f"branch {branch!r} is not the default branch {default_branch!r}: tested and "
-                "built only"
+                f"branch {parsed.name!r} is not the default branch {default_branch!r}: tested "
+                "and built only"
             ),
         )
-    if ref.startswith("refs/tags/"):
-        tag = ref.removeprefix("refs/tags/")
-        return Decision(
-            publish=False,
-            reason=f"tag {tag!r} is not a release tag (v*): tested and built only",
-        )
-    raise ValueError(
-        f"unsupported ref {ref!r}: expected a full git ref as GitHub gives it in github.ref: "
-        "refs/heads/<branch>, refs/tags/<tag> or refs/pull/<number>/merge"
+    return Decision(
+        publish=False,
+        reason=f"tag {parsed.name!r} is not a release tag (v*): tested and built only",
     )
 
 
-def check_default_branch(default_branch: str) -> str:
-    """A bare branch name such as `main` (not `refs/heads/main`)."""
-    if default_branch.startswith("refs/") or not _BRANCH_NAME.fullmatch(default_branch):
-        raise ValueError(
-            f"invalid default branch {default_branch!r}: expected a bare branch name such as "
-            "'main' (no 'refs/heads/' prefix, no spaces)"
-        )
-    return default_branch
-
-
-def check_credentials(
+def validate_credentials(
     decision: Decision, username: str | None, password: dagger.Secret | None
 ) -> tuple[str, dagger.Secret] | None:
-    """The registry credentials a publishing run needs, checked before any work starts."""
+    """The registry credentials a publishing run needs (None when it does not publish),
+    checked before any work starts."""
     if not decision.publish:
         return None
     if not username or password is None:
@@ -154,7 +123,7 @@ def check_credentials(
             'credentials (in GitHub Actions: --username "$GITHUB_ACTOR" --password '
             "env://GITHUB_TOKEN)"
         )
-    return check_username(username), password
+    return validate_username(username), password
 
 
 def describe(error: BaseException) -> str:
@@ -173,22 +142,6 @@ def flatten(error: BaseException) -> list[BaseException]:
 
 # ---------------------------------------------------------------------------------------------
 # Orchestration
-
-Builder = Callable[[str, dagger.Platform], "dagger.Container | Awaitable[dagger.Container]"]
-"""Builds the runtime image of a service (a name in SERVICES) for a platform."""
-
-
-def service_builder(source: dagger.Directory) -> Builder:
-    """The module's own builds (`build-provider`, `build-gateway`) as a `Builder`."""
-
-    async def build(service: str, platform: dagger.Platform) -> dagger.Container:
-        if service == "binance-provider":
-            return await provider.build(source, platform)
-        if service == "mcp-gateway":
-            return gateway.build(source, platform)
-        raise ValueError(f"unknown service {service!r}: expected one of {', '.join(SERVICES)}")
-
-    return build
 
 
 async def run_ci(
@@ -210,7 +163,7 @@ async def run_ci(
     """
     decision = decide(sha=sha, ref=ref, default_branch=default_branch)
     source = github_source_url(repository)  # validates the repository in every case
-    credentials = check_credentials(decision, username, password)
+    credentials = validate_credentials(decision, username, password)
     created = format_created(datetime.now(UTC))
     if credentials is not None:
         # Every publish input (image names, tags, labels), checked before the first query.
@@ -225,37 +178,33 @@ async def run_ci(
     platform = dagger.Platform(CI_PLATFORM)
 
     async def build_one(service: str) -> dagger.Container:
-        built = build(service, platform)
-        container = await built if inspect.isawaitable(built) else built
-        return await container.sync()
+        return await (await build(service, platform)).sync()
 
-    jobs: dict[str, Callable[[], Awaitable[object]]] = {
+    jobs: dict[Stage, Callable[[], Awaitable[object]]] = {
         "test": test,
-        **{BUILD_STAGES[s]: functools.partial(build_one, s) for s in SERVICES},
+        **{s.stage: functools.partial(build_one, s.name) for s in SERVICES},
     }
-    # All three are issued before any is awaited: they run in the engine at the same time.
+    # Every stage is issued before any is awaited: they run in the engine at the same time.
     try:
         results = await run_all(jobs)
     except JobFailedError as failed:
-        raise CiError(
-            [(cast(Stage, stage), error) for stage, error in failed.failures.items()]
-        ) from failed
-    images = {
-        service: image
-        for service in SERVICES
-        if isinstance(image := results[BUILD_STAGES[service]], dagger.Container)
-    }
+        raise CiError(list(failed.failures.items())) from failed
+    images: dict[str, dagger.Container] = {}
+    for service in SERVICES:
+        image = results[service.stage]
+        assert isinstance(image, dagger.Container)
+        images[service.name] = image
 
     lines = [
         f"ci {short_sha_tag(sha)} {ref} ({source})",
         "test: passed",
-        *(f"{BUILD_STAGES[s]}: built {s} ({CI_PLATFORM})" for s in SERVICES),
+        *(f"{s.stage}: built {s.name} ({CI_PLATFORM})" for s in SERVICES),
     ]
     if credentials is None:
         lines.append(f"publish: skipped: {decision.reason}")
         return "\n".join(lines)
 
-    def built_image(service: str, _platform: dagger.Platform) -> dagger.Container:
+    async def built_image(service: str, _platform: dagger.Platform) -> dagger.Container:
         # Publish the containers that were just tested and built, not a second build.
         return images[service]
 

@@ -25,12 +25,13 @@ import dagger
 from dagger import dag
 
 from . import platforms
-from .labels import oci_labels
 
 #: Official Rust image, pinned to the toolchain `make test` uses (edition 2024, rust-version 1.88).
 RUST_IMAGE: Final = "rust:1.95.0-slim-bookworm"
 #: Distroless glibc base (libgcc, libc, CA certificates, no shell), uid 65532 "nonroot". Pinned by
-#: digest (the tag moves with Debian security updates; bump the digest deliberately).
+#: the digest of its multi-platform index (amd64, arm64 and more), so `--platform` picks the
+#: matching variant; a single platform's manifest digest would give every platform the same base.
+#: The tag moves with Debian security updates; bump the digest deliberately.
 RUNTIME_IMAGE: Final = (
     "gcr.io/distroless/cc-debian12:nonroot"
     "@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f"
@@ -38,6 +39,8 @@ RUNTIME_IMAGE: Final = (
 
 CRATE: Final = "providers/binance-rs"
 PROTO: Final = "providers/proto"
+#: The package name in Cargo.toml: its fingerprints in target/ are named after it.
+PACKAGE: Final = "binance-provider"
 #: What `cargo build` reads from the crate (build.rs compiles ../proto).
 MANIFESTS: Final = ("Cargo.toml", "Cargo.lock")
 BUILD_INPUTS: Final = (*MANIFESTS, "build.rs", "src")
@@ -50,21 +53,29 @@ CARGO_HOME: Final = "/usr/local/cargo"  # the official image's CARGO_HOME
 
 BINARY: Final = "binance-provider"
 BINARY_PATH: Final = f"/usr/local/bin/{BINARY}"
-PORT: Final = 50053
 #: distroless's "nonroot" user, set explicitly so the image never depends on the base's default.
 USER: Final = "65532:65532"
 
 CACHE_REGISTRY: Final = "mcp-trader-cargo-registry"
 CACHE_GIT: Final = "mcp-trader-cargo-git"
-CACHE_TARGET: Final = "mcp-trader-provider-target"
-
-TITLE: Final = "binance-provider"
-DESCRIPTION: Final = "provider.v1 gRPC server with read-only Binance spot market data tools"
+#: `target/` volumes are named by job: mcp-trader-provider-target-<job>.
+CACHE_TARGET_PREFIX: Final = "mcp-trader-provider-target-"
 
 #: Where `cargo install` puts the binary: outside the target cache mount, in the container's
 #: own filesystem, so the file can be read after the exec.
 INSTALL_ROOT: Final = "/out"
 OUT: Final = f"{INSTALL_ROOT}/bin/{BINARY}"
+
+#: Deletes the crate's own fingerprints from a target directory, then runs the command it is
+#: given: argv-safe (the paths and the command arrive as arguments, never in the script), one
+#: exec, so no other build can write fingerprints in between. Cargo names each unit's fingerprint
+#: directory `<package>-<16 hex digits>`, under target/<profile>/ or target/<triple>/<profile>/.
+FRESH_SCRIPT: Final = (
+    "target=$1 package=$2; shift 2; "
+    'rm -rf -- "$target"/*/.fingerprint/"$package"-???????????????? '
+    '"$target"/*/*/.fingerprint/"$package"-????????????????; '
+    'exec "$@"'
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,11 @@ class RustTarget:
     def env_suffix(self) -> str:
         """The triple as cargo's and the cc crate's environment variables spell it."""
         return self.triple.replace("-", "_")
+
+    @property
+    def arch(self) -> str:
+        """The CPU part of the triple (`x86_64`, `aarch64`)."""
+        return self.triple.split("-", 1)[0]
 
 
 TARGETS: Final = {
@@ -98,24 +114,47 @@ TARGETS: Final = {
 }
 
 
-def build_command(target: RustTarget) -> list[str]:
-    """One exec that builds (release profile, locked) and copies the binary out of `target/`.
+def fresh(command: list[str], *, target_dir: str = TARGET_DIR, package: str = PACKAGE) -> list[str]:
+    """`command` run after deleting `package`'s own fingerprints from `target_dir`, in one exec:
+    cargo then rebuilds the crate (and reruns its build script) whatever the mtimes say, and
+    reuses every dependency."""
+    return ["sh", "-c", FRESH_SCRIPT, "fresh", target_dir, package, *command]
+
+
+def build_command(
+    target: RustTarget,
+    *,
+    target_dir: str = TARGET_DIR,
+    install_root: str = INSTALL_ROOT,
+    package: str = PACKAGE,
+) -> list[str]:
+    """The release build's one exec: fresh fingerprints, then build (release profile, locked)
+    and copy the binary out of `target/`.
 
     `cargo install --path .` builds in the crate's own `target/` (the cache mount) and then
-    copies the binary to `--root`, so the copy happens while the mount is still there; no shell.
+    copies the binary to `--root`, so the copy happens while the mount is still there.
     """
-    return [
-        "cargo",
-        "install",
-        "--locked",
-        "--no-track",
-        "--path",
-        ".",
-        "--root",
-        INSTALL_ROOT,
-        "--target",
-        target.triple,
-    ]
+    return fresh(
+        [
+            "cargo",
+            "install",
+            "--locked",
+            "--no-track",
+            "--path",
+            ".",
+            "--root",
+            install_root,
+            "--target",
+            target.triple,
+        ],
+        target_dir=target_dir,
+        package=package,
+    )
+
+
+def target_cache(job: str) -> dagger.CacheVolume:
+    """The `target/` volume of one cargo job (`release-x86_64`, `lint`, `tests`)."""
+    return dag.cache_volume(CACHE_TARGET_PREFIX + job)
 
 
 def cargo_caches(ctr: dagger.Container) -> dagger.Container:
@@ -153,21 +192,29 @@ def with_cross_toolchain(ctr: dagger.Container, target: RustTarget) -> dagger.Co
 
 
 def with_sources(
-    ctr: dagger.Container, source: dagger.Directory, inputs: tuple[str, ...]
+    ctr: dagger.Container,
+    source: dagger.Directory,
+    inputs: tuple[str, ...],
+    target_job: str | None,
 ) -> dagger.Container:
-    """Fetch dependencies from the manifests alone, then add the sources and the .proto."""
+    """Fetch dependencies from the manifests alone, then add the sources and the .proto, and
+    mount the `target/` volume of `target_job` (none for a job that compiles nothing).
+
+    LOCKED: one exec at a time per volume, which is what 0.21 does for PRIVATE too; said
+    explicitly, since each job has its own volume and only a second call of the same job waits.
+    """
     crate = source.directory(CRATE)
-    return (
+    ctr = (
         ctr.with_workdir(WORKDIR)
         .with_directory(WORKDIR, crate, include=list(MANIFESTS))
         .with_exec(["cargo", "fetch", "--locked"])
         .with_directory(f"/src/{PROTO}", source.directory(PROTO))
         .with_directory(WORKDIR, crate, include=list(inputs))
-        .with_mounted_cache(
-            TARGET_DIR,
-            dag.cache_volume(CACHE_TARGET),
-            sharing=dagger.CacheSharingMode.PRIVATE,
-        )
+    )
+    if target_job is None:
+        return ctr
+    return ctr.with_mounted_cache(
+        TARGET_DIR, target_cache(target_job), sharing=dagger.CacheSharingMode.LOCKED
     )
 
 
@@ -175,13 +222,13 @@ async def builder(
     source: dagger.Directory, platform: dagger.Platform | None = None
 ) -> tuple[dagger.Container, RustTarget]:
     """The build container for `platform` (on the engine's platform) and the target it builds."""
-    target_platform = platforms.check(platform)
+    target_platform = platforms.validate_platform(platform)
     target = TARGETS[str(target_platform)]
     ctr = cargo_caches(dag.container().from_(RUST_IMAGE))
     build_platform = platforms.normalize(str(await dag.default_platform()))
     if build_platform != str(target_platform):
         ctr = with_cross_toolchain(ctr, target)
-    return with_sources(ctr, source, BUILD_INPUTS), target
+    return with_sources(ctr, source, BUILD_INPUTS, f"release-{target.arch}"), target
 
 
 async def binary(source: dagger.Directory, platform: dagger.Platform | None = None) -> dagger.File:
@@ -190,17 +237,14 @@ async def binary(source: dagger.Directory, platform: dagger.Platform | None = No
     return build_ctr.with_exec(build_command(target)).file(OUT)
 
 
-async def build(
-    source: dagger.Directory, platform: dagger.Platform | None = None
-) -> dagger.Container:
-    """The runtime image of binance-provider for `platform` (linux/amd64 by default)."""
-    target_platform = platforms.check(platform)
-    ctr = (
-        dag.container(platform=target_platform)
+async def runtime(source: dagger.Directory, platform: dagger.Platform) -> dagger.Container:
+    """The runtime image's payload for `platform`: distroless, the binary, non-root, its
+    entrypoint and healthcheck (services.build adds the port and labels, and checks it)."""
+    return (
+        dag.container(platform=platform)
         .from_(RUNTIME_IMAGE)
-        .with_file(BINARY_PATH, await binary(source, target_platform), permissions=0o755)
+        .with_file(BINARY_PATH, await binary(source, platform), permissions=0o755)
         .with_user(USER)
-        .with_exposed_port(PORT, description="provider.v1 gRPC and grpc.health.v1")
         .with_entrypoint([BINARY_PATH])
         # The compose healthcheck's command too: exits 0 only when the health service is SERVING.
         .with_docker_healthcheck(
@@ -211,15 +255,13 @@ async def build(
             retries=3,
         )
     )
-    for name, value in oci_labels(title=TITLE, description=DESCRIPTION).items():
-        ctr = ctr.with_label(name, value)
-    return ctr
 
 
-def checker(source: dagger.Directory) -> dagger.Container:
-    """The container the provider's checks run in: the build container plus rustfmt, clippy
-    and the integration tests, on the engine's platform, with the same caches."""
+async def checker(source: dagger.Directory, job: str | None) -> dagger.Container:
+    """The container a provider check runs in: the build container plus rustfmt, clippy and the
+    integration tests, on the engine's platform, with the same caches and `job`'s own `target/`
+    (None: no `target/` at all, for `cargo fmt`)."""
     ctr = cargo_caches(dag.container().from_(RUST_IMAGE)).with_exec(
         ["rustup", "component", "add", "rustfmt", "clippy"]
     )
-    return with_sources(ctr, source, CHECK_INPUTS)
+    return with_sources(ctr, source, CHECK_INPUTS, job)

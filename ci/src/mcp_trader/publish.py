@@ -7,22 +7,27 @@ The order of work is what makes a failed publish harmless:
 3. Push the immutable tags (`sha-...`, `X.Y.Z`) of both images, then the moving ones (`X.Y`, `X`,
    the branch, `pr-N`), `latest` last. The first push of an image uploads its layers; the others
    publish the same container again, so they only write a manifest under a new tag, and the digest
-   check below proves that every tag got the same content.
+   check below proves that every tag got the same content. The two phases are separate calls of
+   one `Pusher`, so a step that must follow the immutable pushes and precede any moving tag
+   (signing the digests, say) goes between them in `publish_images`.
 4. A failed push is retried only when the registry error looks transient (5xx, 429, timeouts,
    connection resets); otherwise, or after the last attempt, publishing stops: since all
    immutable tags come first, a failure there leaves every moving tag of both images untouched.
 
 `publish_images` is the reusable entry point (the `publish` and `ci` functions call it); the
 planning (`plan_publish`), the retry decision (`is_transient`) and the digest check are pure.
+The digest check reads only the digest of the reference the engine returns: the engine
+normalizes image names (`reference.ParseNormalizedNamed`: `index.docker.io/...` comes back as
+`docker.io/...`), so the name part is not ours to compare.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -30,21 +35,11 @@ import dagger
 from dagger import dag
 
 from . import platforms as _platforms
+from .errors import JobFailedError, describe, run_all
 from .labels import oci_labels
-from .tags import (
-    ImageTag,
-    github_source_url,
-    image_repository,
-    is_pull_request_ref,
-    tag_plan,
-    version_label,
-)
+from .services import SERVICES, NamedBuilder
+from .tags import ImageTag, github_source_url, image_repository, parse_ref, tag_plan, version_label
 
-#: The two images, in push order: the provider first, as the gateway depends on it at runtime.
-SERVICES: Final = ("binance-provider", "mcp-gateway")
-#: What the builds can produce: the provider is cross-compiled on the build platform and the
-#: gateway's virtualenv is resolved for the target platform, so neither needs emulation.
-SUPPORTED_PLATFORMS: Final = _platforms.SUPPORTED
 DEFAULT_PLATFORMS: Final = (_platforms.DEFAULT,)
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -124,6 +119,25 @@ class PublishPlan:
     steps: list[PushStep]
     labels: dict[str, str]
 
+    @property
+    def immutable(self) -> list[PushStep]:
+        """The pushes of tags that name one build (`sha-...`, `X.Y.Z`), both images."""
+        return [s for s in self.steps if not s.moving]
+
+    @property
+    def moving(self) -> list[PushStep]:
+        """The pushes of tags that follow a line (`X.Y`, `X`, branch, `pr-N`), `latest` last."""
+        return [s for s in self.steps if s.moving]
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """One push that went through: the reference the engine returned and its digest."""
+
+    step: PushStep
+    reference: str
+    digest: str
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -150,27 +164,7 @@ class RetryPolicy:
         ]
 
 
-def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
-    """The requested platforms, refused when empty, unknown or repeated."""
-    if isinstance(platforms, str):
-        # A bare string would otherwise be read character by character.
-        platforms = [platforms]
-    supported = ", ".join(SUPPORTED_PLATFORMS)
-    if not platforms:
-        raise ValueError(f"no platform given: expected one or more of {supported}")
-    checked: list[str] = []
-    for platform in platforms:
-        # The same check (and `linux/arm64/v8` -> `linux/arm64`) as build-provider/build-gateway.
-        name = str(_platforms.check(platform))
-        if name in checked:
-            raise ValueError(
-                f"platform {platform!r} is given more than once (as {name}): list each once"
-            )
-        checked.append(name)
-    return tuple(checked)
-
-
-def check_username(username: str) -> str:
+def validate_username(username: str) -> str:
     """The registry username: non-empty, no whitespace or control characters."""
     if not username or re.search(r"[\s\x00-\x1f\x7f]", username):
         raise ValueError(
@@ -187,7 +181,7 @@ def format_created(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_created(created: str) -> str:
+def validate_created(created: str) -> str:
     """An RFC 3339 UTC timestamp given by the caller (e.g. the commit time), as `...Z`."""
     if not _RFC3339_UTC.fullmatch(created):
         raise ValueError(
@@ -215,21 +209,21 @@ def plan_publish(
 ) -> PublishPlan:
     """Validate every input and decide every push, in order; raises `ValueError` on bad input."""
     tags = tag_plan(sha=sha, ref=ref, default_branch=default_branch)
-    if is_pull_request_ref(ref) and not allow_pr:
+    if parse_ref(ref).kind == "pull" and not allow_pr:
         raise ValueError(
             f"refusing to publish pull request ref {ref!r} (it would push "
             f"{', '.join(t.name for t in tags)}): pull requests from forks must not write to the "
             "registry; pass --allow-pr to publish it anyway"
         )
-    checked_platforms = check_platforms(platforms)
-    images = {service: image_repository(repository, service, registry) for service in SERVICES}
-    check_created(created)
+    checked_platforms = _platforms.validate_platforms(platforms)
+    images = {s.name: image_repository(repository, s.name, registry) for s in SERVICES}
+    validate_created(created)
     # Immutable tags of both images first, then moving ones; `latest` is last in `tags` already.
     ordered = [t for t in tags if not t.moving] + [t for t in tags if t.moving]
     steps = [
         PushStep(service=service, image=images[service], tag=tag.name, moving=tag.moving)
         for tag in ordered
-        for service in SERVICES
+        for service in images
     ]
     # What depends on the commit and the push; the builds already set title, description and
     # licenses (labels.py), so `licenses` is not repeated here.
@@ -257,29 +251,30 @@ def is_transient(message: str) -> bool:
 
 
 def digest_of(published: str, step: PushStep) -> str:
-    """The `sha256:...` digest of the reference `Container.publish` returned for `step`."""
-    prefix = f"{step.address}@"
-    digest = published.removeprefix(prefix)
-    if not published.startswith(prefix) or not _DIGEST.fullmatch(digest):
+    """The `sha256:...` digest of the reference `Container.publish` returned for `step`.
+
+    Only the digest after the last `@` is read: the engine normalizes the name it returns.
+    """
+    _, at, digest = published.rpartition("@")
+    if not at or not _DIGEST.fullmatch(digest):
         raise PublishError(
-            f"pushing {step.address} returned {published!r}, not {step.address}@sha256:<digest>: "
-            "cannot prove which content the tag points at"
+            f"pushing {step.address} returned {published!r}, not a reference ending in "
+            "@sha256:<digest>: cannot prove which content the tag points at"
         )
     return digest
 
 
-def check_same_digest(first: tuple[PushStep, str], later: tuple[PushStep, str]) -> None:
+def check_same_digest(first: Pushed, later: Pushed) -> None:
     """Every tag of an image must point at the content its first (`sha-`) tag got."""
-    (first_step, first_digest), (step, digest) = first, later
-    if digest != first_digest:
+    if later.digest != first.digest:
         raise PublishError(
-            f"{step.address} got digest {digest} but {first_step.address} got {first_digest}: "
-            f"the tags of {step.image} would point at different content"
+            f"{later.step.address} got digest {later.digest} but {first.step.address} got "
+            f"{first.digest}: the tags of {later.step.image} would point at different content"
         )
 
 
-Builder = Callable[[str, dagger.Platform], "dagger.Container | Awaitable[dagger.Container]"]
-"""Builds the runtime image of a service (a name in SERVICES) for a platform."""
+#: Builds the runtime image of a service (a name in services.SERVICES) for a platform.
+Builder = NamedBuilder
 
 
 async def publish_images(
@@ -315,133 +310,142 @@ async def publish_images(
         default_branch=default_branch,
         allow_pr=allow_pr,
     )
-    check_username(username)
-    variants = await build_all(build, plan)
-    return await push_all(
+    validate_username(username)
+    pusher = Pusher(
         plan,
-        variants,
+        await build_variants(build, plan),
         username=username,
         password=password,
         retry=retry or RetryPolicy(),
         sleep=sleep,
         registry_service=registry_service,
     )
+    await pusher.push(plan.immutable)
+    await pusher.push(plan.moving)
+    return [p.reference for p in pusher.pushed]
 
 
-async def build_all(build: Builder, plan: PublishPlan) -> dict[str, list[dagger.Container]]:
-    """Every image for every platform, labelled and evaluated; fails (naming them) if any fails."""
-    jobs: list[tuple[str, str]] = [(s, p) for s in SERVICES for p in plan.platforms]
+async def build_variants(build: Builder, plan: PublishPlan) -> dict[str, list[dagger.Container]]:
+    """Every image for every platform, labelled and evaluated, all at once (`errors.run_all`);
+    fails, naming each failed image and platform, before anything is pushed."""
 
     async def one(service: str, platform: str) -> dagger.Container:
-        built = build(service, dagger.Platform(platform))
-        container = await built if inspect.isawaitable(built) else built
+        container = await build(service, dagger.Platform(platform))
         for name, value in plan.labels.items():
             container = container.with_label(name, value)
         return await container.sync()
 
-    results = await asyncio.gather(*(one(s, p) for s, p in jobs), return_exceptions=True)
-    failures = [
-        (job, result)
-        for job, result in zip(jobs, results, strict=True)
-        if isinstance(result, BaseException)
-    ]
-    if failures:
-        for _, error in failures:
-            if not isinstance(error, Exception):
-                raise error  # cancellation and the like are not build failures
-        named = "; ".join(f"{s} ({p}): {error}" for (s, p), error in failures)
-        raise PublishError(f"build failed, nothing was pushed: {named}") from failures[0][1]
-    built: dict[str, list[dagger.Container]] = {s: [] for s in SERVICES}
-    for (service, _), result in zip(jobs, results, strict=True):
-        assert isinstance(result, dagger.Container)
-        built[service].append(result)
-    return built
+    jobs = {
+        (service, platform): functools.partial(one, service, platform)
+        for service in plan.images
+        for platform in plan.platforms
+    }
+    try:
+        built = await run_all(
+            {f"{service} ({platform})": job for (service, platform), job in jobs.items()}
+        )
+    except JobFailedError as failed:
+        named = "; ".join(f"{name}: {describe(error)}" for name, error in failed.failures.items())
+        raise PublishError(f"build failed, nothing was pushed: {named}") from failed
+    return {
+        service: [built[f"{service} ({platform})"] for platform in plan.platforms]
+        for service in plan.images
+    }
 
 
-async def push_all(
-    plan: PublishPlan,
-    variants: dict[str, list[dagger.Container]],
-    *,
-    username: str,
-    password: dagger.Secret,
-    retry: RetryPolicy,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    registry_service: dagger.Service | None = None,
-) -> list[str]:
-    """Push `plan.steps` in order; stop at the first failure (after retrying transient ones)."""
-    pushed: list[str] = []
-    first: dict[str, tuple[PushStep, str]] = {}
-    for index, step in enumerate(plan.steps):
-        try:
-            published = await _push(
-                step, variants[step.service], username, password, retry, sleep, registry_service
+@dataclass
+class Pusher:
+    """Pushes the plan's steps in the order given, remembering what went through, so that a
+    failure can say exactly what was and was not pushed, and every tag of an image is checked
+    against the digest its first tag got."""
+
+    plan: PublishPlan
+    variants: dict[str, list[dagger.Container]]
+    username: str
+    password: dagger.Secret
+    retry: RetryPolicy
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    registry_service: dagger.Service | None = None
+    pushed: list[Pushed] = field(default_factory=list)
+
+    async def push(self, steps: Sequence[PushStep]) -> list[Pushed]:
+        """Push `steps` in order; stop at the first failure (after retrying transient ones)."""
+        done: list[Pushed] = []
+        for step in steps:
+            index = self.plan.steps.index(step)
+            try:
+                reference = await self._publish(step)
+            except Exception as error:
+                raise PublishError(self._stopped(index, error)) from error
+            try:
+                pushed = Pushed(step, reference, digest_of(reference, step))
+            except PublishError as error:
+                self.pushed.append(Pushed(step, reference, ""))
+                raise PublishError(self._stopped(index, error, step_pushed=True)) from error
+            first = next((p for p in self.pushed if p.step.service == step.service), None)
+            self.pushed.append(pushed)
+            done.append(pushed)
+            if first is not None:
+                try:
+                    check_same_digest(first, pushed)
+                except PublishError as error:
+                    # The tag is written, but nothing after it is: stop before more tags follow.
+                    raise PublishError(self._stopped(index, error, step_pushed=True)) from error
+        return done
+
+    async def _publish(self, step: PushStep) -> str:
+        containers = self.variants[step.service]
+        delays = self.retry.delays()
+        for attempt in range(self.retry.attempts):
+            try:
+                if len(containers) == 1:
+                    single = containers[0].with_registry_auth(
+                        step.image, self.username, self.password
+                    )
+                    return await single.publish(
+                        step.address, registry_service=self.registry_service
+                    )
+                # One multi-platform index: an empty receiver holds only the credentials.
+                receiver = dag.container().with_registry_auth(
+                    step.image, self.username, self.password
+                )
+                return await receiver.publish(
+                    step.address,
+                    platform_variants=containers,
+                    registry_service=self.registry_service,
+                )
+            except dagger.QueryError as error:
+                if not is_transient(str(error)):
+                    raise _PushFailed(
+                        f"not retried, not a transient registry error: {error}"
+                    ) from error
+                if attempt == self.retry.attempts - 1:
+                    raise _PushFailed(
+                        f"gave up after {self.retry.attempts} attempts on transient registry "
+                        f"errors: {error}"
+                    ) from error
+                await self.sleep(delays[attempt])
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _stopped(self, index: int, error: Exception, *, step_pushed: bool = False) -> str:
+        steps = self.plan.steps
+        step = steps[index]
+        pushed = [p.reference for p in self.pushed]
+        moved = [p.step.address for p in self.pushed if p.step.moving]
+        left = [s.address for s in steps[index + 1 :]]
+        verb = "checking" if step_pushed else "publishing"
+        lines = [f"{verb} {step.service} as {step.address} failed: {error}"]
+        lines.append(f"already pushed: {', '.join(pushed) if pushed else 'nothing'}")
+        if moved:
+            lines.append(f"moving tags already changed: {', '.join(moved)}")
+        else:
+            lines.append(
+                "no moving tag (branch, X.Y, X, pr-N, latest) was changed for either image"
             )
-        except Exception as error:
-            raise PublishError(_stopped(plan, index, pushed, error)) from error
-        pushed.append(published)
-        try:
-            digest = digest_of(published, step)
-            if step.service in first:
-                check_same_digest(first[step.service], (step, digest))
-            else:
-                first[step.service] = (step, digest)
-        except PublishError as error:
-            # The tag is written, but nothing after it is: stop before more tags follow it.
-            raise PublishError(_stopped(plan, index, pushed, error, step_pushed=True)) from error
-    return pushed
-
-
-async def _push(
-    step: PushStep,
-    containers: list[dagger.Container],
-    username: str,
-    password: dagger.Secret,
-    retry: RetryPolicy,
-    sleep: Callable[[float], Awaitable[None]],
-    registry_service: dagger.Service | None,
-) -> str:
-    delays = retry.delays()
-    for attempt in range(retry.attempts):
-        try:
-            if len(containers) == 1:
-                single = containers[0].with_registry_auth(step.image, username, password)
-                return await single.publish(step.address, registry_service=registry_service)
-            # One multi-platform index: an empty receiver holds only the credentials.
-            receiver = dag.container().with_registry_auth(step.image, username, password)
-            return await receiver.publish(
-                step.address, platform_variants=containers, registry_service=registry_service
-            )
-        except dagger.QueryError as error:
-            if not is_transient(str(error)):
-                raise _PushFailed(
-                    f"not retried, not a transient registry error: {error}"
-                ) from error
-            if attempt == retry.attempts - 1:
-                raise _PushFailed(
-                    f"gave up after {retry.attempts} attempts on transient registry errors: {error}"
-                ) from error
-            await sleep(delays[attempt])
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        if left:
+            lines.append(f"not pushed: {', '.join(left)}")
+        return "\n".join(lines)
 
 
 class _PushFailed(Exception):
     """A push that failed for good; the message says whether it was retried."""
-
-
-def _stopped(
-    plan: PublishPlan, index: int, pushed: list[str], error: Exception, *, step_pushed: bool = False
-) -> str:
-    step = plan.steps[index]
-    done = index + 1 if step_pushed else index
-    moved = [s.address for s in plan.steps[:done] if s.moving]
-    left = [s.address for s in plan.steps[index + 1 :]]
-    verb = "checking" if step_pushed else "publishing"
-    lines = [f"{verb} {step.service} as {step.address} failed: {error}"]
-    lines.append(f"already pushed: {', '.join(pushed) if pushed else 'nothing'}")
-    if moved:
-        lines.append(f"moving tags already changed: {', '.join(moved)}")
-    else:
-        lines.append("no moving tag (branch, X.Y, X, pr-N, latest) was changed for either image")
-    if left:
-        lines.append(f"not pushed: {', '.join(left)}")
-    return "\n".join(lines)

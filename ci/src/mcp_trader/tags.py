@@ -4,6 +4,11 @@ Pure functions (no Dagger, no I/O), so the rules can be unit-tested and shown as
 (`dagger call tags --sha ... --ref ...`). Every bad input raises `ValueError` naming the bad
 value and what is accepted, before anything is built or pushed.
 
+This module is also the one place that reads git refs (`parse_ref`: branch, tag or pull request)
+and branch names (`validate_branch`); `ci`'s decision (pipeline.py) uses the same two. Naming:
+`validate_<thing>(value)` returns the value, normalized, or raises `ValueError`; `parse_<thing>`
+returns a structured value; `_<thing>_problem` returns what is wrong, or None.
+
 The rules (README, section "publish"):
 
 * `sha-<first 7 hex digits, lowercase>` always, first: the immutable name of this commit's build.
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 #: OCI distribution spec: a tag is `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 MAX_TAG_LENGTH: Final = 128
@@ -59,6 +64,26 @@ _ACCEPTED_REFS: Final = (
 )
 
 
+RefKind = Literal["branch", "tag", "pull"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A full git ref as GitHub gives it in github.ref, parsed and checked."""
+
+    ref: str
+    kind: RefKind
+    #: The branch or tag name; for a pull request, its number in decimal.
+    name: str
+
+    @property
+    def number(self) -> int:
+        """The pull request's number (only for `kind == "pull"`)."""
+        if self.kind != "pull":
+            raise ValueError(f"{self.ref!r} is not a pull request ref")
+        return int(self.name)
+
+
 @dataclass(frozen=True)
 class ImageTag:
     """One tag to push, and whether a later run may point it at other content."""
@@ -71,23 +96,18 @@ class ImageTag:
 
 def tag_plan(*, sha: str, ref: str, default_branch: str = "main") -> list[ImageTag]:
     """The tags for `sha` built from `ref`, in push order: immutable ones first, `latest` last."""
-    _check_branch_name(default_branch, what="default branch")
+    validate_branch(default_branch, what="default branch")
     plan = [ImageTag(short_sha_tag(sha), moving=False)]
-    if ref.startswith("refs/heads/"):
-        branch = ref.removeprefix("refs/heads/")
-        _check_git_ref_name(ref, branch)
-        name = _sanitized(branch, source=f"branch {branch!r} (ref {ref!r})")
+    parsed = parse_ref(ref)
+    if parsed.kind == "branch":
+        name = _sanitized(parsed.name, source=f"branch {parsed.name!r} (ref {ref!r})")
         plan.append(ImageTag(name, moving=True))
-        if branch == default_branch:
+        if parsed.name == default_branch:
             plan.append(ImageTag("latest", moving=True))
-    elif ref.startswith("refs/tags/"):
-        tag = ref.removeprefix("refs/tags/")
-        _check_git_ref_name(ref, tag)
-        plan.extend(_git_tag_tags(tag, ref))
-    elif ref.startswith("refs/pull/"):
-        plan.append(ImageTag(f"pr-{pull_request_number(ref)}", moving=True))
+    elif parsed.kind == "tag":
+        plan.extend(_git_tag_tags(parsed.name, ref))
     else:
-        raise ValueError(f"unsupported ref {ref!r}: expected {_ACCEPTED_REFS}")
+        plan.append(ImageTag(f"pr-{parsed.number}", moving=True))
     return plan
 
 
@@ -111,26 +131,51 @@ def short_sha_tag(sha: str) -> str:
     return "sha-" + sha[:SHORT_SHA_LENGTH].lower()
 
 
-def is_pull_request_ref(ref: str) -> bool:
-    """True for `refs/pull/...` refs (whether or not they are well formed)."""
-    return ref.startswith("refs/pull/")
+def parse_ref(ref: str) -> Ref:
+    """`refs/heads/B`, `refs/tags/T`, or `refs/pull/N/merge` / `refs/pull/N/head`, checked.
+
+    Branch and tag names must be names git accepts (`git check-ref-format`): such a ref cannot
+    come from GitHub. A pull request number is a positive decimal without leading zeros.
+    """
+    for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
+        if ref.startswith(prefix):
+            name = ref.removeprefix(prefix)
+            problem = _git_ref_problem(name)
+            if problem is not None:
+                raise ValueError(f"invalid ref {ref!r}: {problem}; expected {_ACCEPTED_REFS}")
+            return Ref(ref, "branch" if kind == "branch" else "tag", name)
+    if ref.startswith("refs/pull/"):
+        match = _PULL.fullmatch(ref)
+        if match is None or match["kind"] not in ("merge", "head"):
+            raise ValueError(
+                f"unsupported pull request ref {ref!r}: expected refs/pull/<number>/merge "
+                "or refs/pull/<number>/head"
+            )
+        number = match["number"]
+        if not re.fullmatch(r"[1-9][0-9]*", number):
+            raise ValueError(
+                f"invalid pull request number {number!r} in ref {ref!r}: expected a positive "
+                "decimal number without leading zeros"
+            )
+        return Ref(ref, "pull", number)
+    raise ValueError(f"unsupported ref {ref!r}: expected {_ACCEPTED_REFS}")
 
 
-def pull_request_number(ref: str) -> int:
-    """N from `refs/pull/N/merge` or `refs/pull/N/head` (a positive decimal, no leading zero)."""
-    match = _PULL.fullmatch(ref)
-    if match is None or match["kind"] not in ("merge", "head"):
+def validate_branch(branch: str, *, what: str = "branch") -> str:
+    """A bare branch name such as `main` (not `refs/heads/main`), as `git branch` accepts it."""
+    if branch.startswith("refs/"):
         raise ValueError(
-            f"unsupported pull request ref {ref!r}: expected refs/pull/<number>/merge "
-            "or refs/pull/<number>/head"
+            f"invalid {what} {branch!r}: expected a bare branch name such as 'main', not a ref"
         )
-    number = match["number"]
-    if not re.fullmatch(r"[1-9][0-9]*", number):
+    # `git branch` refuses a leading '-' (it would read as an option); refs pushed by other
+    # means may have one, which is why only a bare name given here is checked for it.
+    problem = "branch names cannot start with '-'" if branch.startswith("-") else None
+    problem = problem or _git_ref_problem(branch)
+    if problem is not None:
         raise ValueError(
-            f"invalid pull request number {number!r} in ref {ref!r}: expected a positive "
-            "decimal number without leading zeros"
+            f"invalid {what} {branch!r}: {problem}; expected a branch name such as 'main'"
         )
-    return int(number)
+    return branch
 
 
 def version_label(tags: list[str]) -> str:
@@ -147,14 +192,9 @@ def version_label(tags: list[str]) -> str:
     return tags[0]
 
 
-def image_repository(repository: str, service: str, registry: str = "ghcr.io") -> str:
-    """`registry/owner/repo/service`, lowercased where GHCR needs it.
-
-    `repository` is `owner/repo` as GitHub gives it (github.repository, any case); it is
-    lowercased because registries reject capitals in image names. `service` must already be a
-    valid lowercase name component. `registry` is a host name with an optional `:port`.
-    """
-    host = _registry_host(registry)
+def validate_repository(repository: str) -> str:
+    """`owner/repo` as GitHub gives it (github.repository, any case), lowercased: registries
+    reject capitals in image names."""
     if repository.count("/") != 1:
         raise ValueError(
             f"invalid repository {repository!r}: expected exactly one '/', as in owner/repo "
@@ -168,12 +208,23 @@ def image_repository(repository: str, service: str, registry: str = "ghcr.io") -
                 "component (letters, digits, joined by single '.', '_', '__' or dashes; no "
                 "leading or trailing separator)"
             )
+    return "/".join(parts)
+
+
+def image_repository(repository: str, service: str, registry: str = "ghcr.io") -> str:
+    """`registry/owner/repo/service`, lowercased where GHCR needs it.
+
+    `repository` is `owner/repo` (see `validate_repository`). `service` must already be a
+    valid lowercase name component. `registry` is a host name with an optional `:port`.
+    """
+    host = validate_registry(registry)
+    owner_repo = validate_repository(repository)
     if not _PATH_COMPONENT.fullmatch(service):
         raise ValueError(
             f"invalid service name {service!r}: expected lowercase letters and digits joined by "
             "'.', '_', '__' or dashes (e.g. binance-provider, mcp-gateway)"
         )
-    name = f"{host}/{parts[0]}/{parts[1]}/{service}"
+    name = f"{host}/{owner_repo}/{service}"
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(
             f"image name {name!r} is {len(name)} characters long: "
@@ -187,10 +238,7 @@ def github_source_url(repository: str) -> str:
 
     GHCR links a package to the repository named by this label.
     """
-    # Reuse the repository checks; the registry and service here are only placeholders.
-    name = image_repository(repository, "x", registry="ghcr.io")
-    owner, repo = name.split("/")[1:3]
-    return f"https://github.com/{owner}/{repo}"
+    return f"https://github.com/{validate_repository(repository)}"
 
 
 def _git_tag_tags(tag: str, ref: str) -> list[ImageTag]:
@@ -240,28 +288,6 @@ def _sanitized(name: str, *, source: str) -> str:
     return tag
 
 
-def _check_git_ref_name(ref: str, short: str) -> None:
-    """Refuse what `git check-ref-format` refuses: such a ref cannot come from GitHub."""
-    problem = _git_ref_problem(short)
-    if problem is not None:
-        raise ValueError(f"invalid ref {ref!r}: {problem}; expected {_ACCEPTED_REFS}")
-
-
-def _check_branch_name(branch: str, *, what: str) -> None:
-    if branch.startswith("refs/"):
-        raise ValueError(
-            f"invalid {what} {branch!r}: expected a bare branch name such as 'main', not a ref"
-        )
-    # `git branch` refuses a leading '-' (it would read as an option); refs pushed by other
-    # means may have one, which is why only the bare name given here is checked for it.
-    problem = "branch names cannot start with '-'" if branch.startswith("-") else None
-    problem = problem or _git_ref_problem(branch)
-    if problem is not None:
-        raise ValueError(
-            f"invalid {what} {branch!r}: {problem}; expected a branch name such as 'main'"
-        )
-
-
 def _git_ref_problem(name: str) -> str | None:
     if not name:
         return "the name is empty"
@@ -283,7 +309,8 @@ def _git_ref_problem(name: str) -> str | None:
     return None
 
 
-def _registry_host(registry: str) -> str:
+def validate_registry(registry: str) -> str:
+    """A registry host with an optional port (`ghcr.io`, `localhost:5000`), lowercased."""
     match = _REGISTRY.fullmatch(registry)
     accepted = (
         "a registry host name with an optional port, such as ghcr.io or localhost:5000 "
