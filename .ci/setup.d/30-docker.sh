@@ -2,8 +2,8 @@
 # Docker engine, Compose v2 (and v1), a local registry on 127.0.0.1:5000, OpenSSH server/client and
 # debootstrap: everything the deploy tests (tests/deploy) need, installed and started.
 # Idempotent: a second run finds everything in place and only checks it still answers.
-# Facts behind each step: /work/shared/DESIGN.md §5 (Debian 12 has only Compose v1, so the v2
-# plugin comes from Debian 13's docker-compose package; no image can be pulled from a hub).
+# Why the steps look like this: Debian 12 has only Compose v1, so the v2 plugin (a static binary)
+# comes from Debian 13's docker-compose package; and no image can be pulled from a hub here.
 set -euo pipefail
 
 state=/var/lib/mcp-trader-ci

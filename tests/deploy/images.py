@@ -1,8 +1,9 @@
 """Test images for the deploy scenarios, built from the real service binaries.
 
-No image can be pulled on these machines (DESIGN.md §5), so the base is a Debian bookworm
-minbase made with debootstrap (with `python3`: the gateway's venv needs Debian's interpreter and
-the provider binary is glibc-linked), imported once and reused across runs. On top of it:
+No image can be pulled where these tests run (no registry is reachable but the local one), so the
+base is a Debian bookworm minbase made with debootstrap (with `python3`: the gateway's venv needs
+Debian's interpreter and the provider binary is glibc-linked), imported once and reused across
+runs. On top of it:
 
 - binance-provider: the crate's own binary (built with `cargo build --locked`);
 - mcp-gateway: the package and its locked dependencies in a relocatable venv made with the
