@@ -1,9 +1,15 @@
 //! Argument parsing and validation for the tools, with messages that name the bad value and what is valid.
 //!
 //! Symbols are accepted in any case and upper-cased before validation ("btcusdt" means "BTCUSDT"), because
-//! Binance symbols are upper-case and MCP clients often type them lower-case.
+//! Binance symbols are upper-case and MCP clients often type them lower-case. Nothing else is
+//! normalized: what the input schemas accept is exactly what the tools accept, so a client that
+//! validates against the schema and one that does not get the same answer.
+//!
+//! Every value quoted back in an error is bounded ([`crate::echo`]).
 
 use serde_json::{Map, Value};
+
+use crate::echo::{self, quoted};
 
 /// Binance kline intervals (`/api/v3/klines` `interval` enum), with their length in seconds.
 /// `1M` is a calendar month; 30.4375 days is its average, used only to annualize volatility.
@@ -29,6 +35,9 @@ pub const INTERVALS: &[(&str, f64)] = &[
 /// The JSON Schema pattern of a symbol as the client may send it (case-insensitive).
 pub const SYMBOL_PATTERN: &str = "^[A-Za-z0-9]{2,20}$";
 
+/// How many unknown argument names an error lists before it only counts them.
+const UNKNOWN_NAMED: usize = 5;
+
 /// An argument problem, reported as INVALID_ARGUMENTS.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -42,16 +51,40 @@ pub fn interval_seconds(interval: &str) -> Option<f64> {
         .map(|(_, s)| *s)
 }
 
-/// Validates and normalizes a trading-pair symbol: upper-cased, 2 to 20 letters or digits.
+/// Validates and normalizes a trading-pair symbol: 2 to 20 letters or digits ([`SYMBOL_PATTERN`]),
+/// upper-cased. Surrounding whitespace is refused like any other character, as the pattern does.
 pub fn normalize_symbol(raw: &str) -> Result<String, ArgError> {
-    let symbol = raw.trim().to_ascii_uppercase();
-    let ok = (2..=20).contains(&symbol.len()) && symbol.bytes().all(|b| b.is_ascii_alphanumeric());
+    let ok = (2..=20).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric());
     if ok {
-        Ok(symbol)
+        Ok(raw.to_ascii_uppercase())
     } else {
+        let hint = if raw.trim() != raw {
+            " (remove the surrounding whitespace)"
+        } else {
+            ""
+        };
         Err(ArgError(format!(
-            "symbol {raw:?} is not a Binance symbol: expected 2 to 20 letters or digits, e.g. \"BTCUSDT\""
+            "symbol {} is not a Binance symbol: expected 2 to 20 letters or digits, e.g. \"BTCUSDT\"{hint}",
+            quoted(raw)
         )))
+    }
+}
+
+/// Optional arguments are omitted for their default, as the schemas say (`null` is not a value
+/// of their type): a caller that sent `null` is told so.
+fn null_hint(v: &Value, name: &str, default: &str) -> String {
+    if v.is_null() {
+        format!(" (omit {name} for the default, {default})")
+    } else {
+        String::new()
+    }
+}
+
+/// A JSON value as written in an error message, bounded.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => quoted(s),
+        other => echo::clip(&other.to_string(), echo::ARG_MAX_CHARS).into_owned(),
     }
 }
 
@@ -120,9 +153,8 @@ impl Args {
         max: u32,
     ) -> Result<u32, ArgError> {
         self.known.push(name);
-        let value = match self.map.get(name) {
-            None | Some(Value::Null) => return Ok(default),
-            Some(v) => v,
+        let Some(value) = self.map.get(name) else {
+            return Ok(default);
         };
         let range = || format!("an integer from {min} to {max}");
         // Accept 10 and 10.0 (some JSON encoders write integral floats), nothing fractional.
@@ -134,7 +166,12 @@ impl Args {
         };
         match n {
             Some(n) if n >= i64::from(min) && n <= i64::from(max) => Ok(n as u32),
-            _ => Err(ArgError(format!("{name} must be {}, got {value}", range()))),
+            _ => Err(ArgError(format!(
+                "{name} must be {}, got {}{}",
+                range(),
+                shown(value),
+                null_hint(value, name, &default.to_string())
+            ))),
         }
     }
 
@@ -149,21 +186,23 @@ impl Args {
                 .join(", ")
         };
         match self.map.get("interval") {
-            None | Some(Value::Null) => Ok(default),
+            None => Ok(default),
             Some(Value::String(s)) => INTERVALS
                 .iter()
                 .find(|(n, _)| *n == s.as_str())
                 .map(|(n, _)| *n)
                 .ok_or_else(|| {
                     ArgError(format!(
-                        "interval {s:?} is not a Binance kline interval; valid: {}",
+                        "interval {} is not a Binance kline interval; valid: {}",
+                        quoted(s),
                         valid()
                     ))
                 }),
             Some(other) => Err(ArgError(format!(
-                "interval must be a string (one of {}), got {}",
+                "interval must be a string (one of {}), got {}{}",
                 valid(),
-                kind(other)
+                kind(other),
+                null_hint(other, "interval", default)
             ))),
         }
     }
@@ -180,13 +219,18 @@ impl Args {
             return Ok(());
         }
         unknown.sort_unstable();
+        // A caller may send any number of names of any length: name a few, count the rest.
+        let mut named: Vec<String> = unknown
+            .iter()
+            .take(UNKNOWN_NAMED)
+            .map(|k| quoted(k))
+            .collect();
+        if unknown.len() > UNKNOWN_NAMED {
+            named.push(format!("and {} more", unknown.len() - UNKNOWN_NAMED));
+        }
         Err(ArgError(format!(
             "unknown argument(s) {}; this tool accepts: {}",
-            unknown
-                .iter()
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            named.join(", "),
             self.known.join(", ")
         )))
     }
@@ -204,7 +248,7 @@ mod tests {
     #[test]
     fn symbols_are_upper_cased_and_checked() {
         assert_eq!(normalize_symbol("btcusdt").unwrap(), "BTCUSDT");
-        assert_eq!(normalize_symbol(" ETHBTC ").unwrap(), "ETHBTC");
+        assert_eq!(normalize_symbol("EthBtc").unwrap(), "ETHBTC");
         assert_eq!(normalize_symbol("1000SATSUSDT").unwrap(), "1000SATSUSDT");
         for bad in [
             "",
@@ -213,10 +257,45 @@ mod tests {
             "BTC/USDT",
             "ÄBC",
             "ABCDEFGHIJKLMNOPQRSTU",
+            " btcusdt ",
+            "BTCUSDT\n",
         ] {
             let e = normalize_symbol(bad).unwrap_err();
             assert!(e.0.contains(&format!("{bad:?}")), "{e}");
         }
+        assert!(
+            normalize_symbol(" btcusdt ")
+                .unwrap_err()
+                .0
+                .contains("remove the surrounding whitespace")
+        );
+    }
+
+    #[test]
+    fn echoed_values_are_bounded() {
+        let huge = "A".repeat(1 << 20);
+        let marker = "(1048576 characters)";
+        let errors = [
+            normalize_symbol(&huge).unwrap_err(),
+            args(json!({"limit": huge}))
+                .int("limit", 1, 1, 5)
+                .unwrap_err(),
+            args(json!({"interval": huge})).interval("1h").unwrap_err(),
+            args(json!({ huge.clone(): 1 })).finish().unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.0.len() < 400, "{} bytes", e.0.len());
+            assert!(e.0.contains(marker), "{}", e.0);
+        }
+        let mut many = Map::new();
+        for i in 0..10_000 {
+            many.insert(format!("k{i:05}"), json!(1));
+        }
+        let e = Args::new(many).finish().unwrap_err();
+        assert!(
+            e.0.contains("\"k00000\"") && e.0.contains("and 9995 more"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::echo::{LOG_MAX_CHARS, clip};
 
 /// Why a call to Binance failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -344,7 +345,7 @@ impl BinanceClient {
         }
         let api_error = serde_json::from_slice::<ApiError>(&body).ok();
         let detail = match &api_error {
-            Some(e) => format!("{} (Binance code {})", e.msg, e.code),
+            Some(e) => format!("{} (Binance code {})", clip(&e.msg, LOG_MAX_CHARS), e.code),
             None => snippet(&body),
         };
         let code = api_error.as_ref().map_or(0, |e| e.code);
@@ -367,7 +368,7 @@ impl BinanceClient {
             };
         }
         if status.is_client_error() {
-            let msg = api_error.map_or(detail, |e| e.msg);
+            let msg = api_error.map_or(detail, |e| clip(&e.msg, LOG_MAX_CHARS).into_owned());
             return Attempt::Fatal(UpstreamError::Rejected {
                 endpoint: path.to_string(),
                 status: status.as_u16(),
@@ -392,11 +393,7 @@ fn snippet(body: &[u8]) -> String {
     if text.is_empty() {
         return "empty body".into();
     }
-    let mut s: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        s.push('…');
-    }
-    s
+    clip(text, LOG_MAX_CHARS).into_owned()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod args;
 pub mod binance;
 pub mod config;
+pub mod echo;
 pub mod healthcheck;
 pub mod output;
 pub mod report;

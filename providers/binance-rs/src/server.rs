@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
+use crate::echo::{LOG_MAX_CHARS, clip};
 use crate::proto::provider_server::{Provider, ProviderServer};
 use crate::proto::{
     ErrorCode, InvokeRequest, InvokeResponse, ListCapabilitiesRequest, ListCapabilitiesResponse,
@@ -75,7 +76,12 @@ impl Provider for ProviderService {
         request: Request<InvokeRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
         let req = request.into_inner();
-        let span = info_span!("invoke", tool = %req.tool, request_id = %req.request_id);
+        // Both fields are the caller's: bounded, like every echoed value.
+        let span = info_span!(
+            "invoke",
+            tool = %clip(&req.tool, LOG_MAX_CHARS),
+            request_id = %clip(&req.request_id, LOG_MAX_CHARS)
+        );
         let started = Instant::now();
         let tools = self.tools.clone();
         let (tool, args) = (req.tool.clone(), req.arguments_json);

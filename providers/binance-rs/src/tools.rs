@@ -99,7 +99,7 @@ fn symbol_schema() -> Value {
     json!({
         "type": "string",
         "pattern": SYMBOL_PATTERN,
-        "description": "Binance spot symbol, base then quote asset, e.g. \"BTCUSDT\" (case-insensitive; sent upper-cased)."
+        "description": "Binance spot symbol, base then quote asset, e.g. \"BTCUSDT\" (case-insensitive, sent upper-cased; no spaces)."
     })
 }
 
@@ -208,7 +208,8 @@ impl Tools {
             return Err(ToolError::new(
                 ErrorKind::UnknownTool,
                 format!(
-                    "unknown tool {tool:?}; this provider offers: {}",
+                    "unknown tool {}; this provider offers: {}",
+                    crate::echo::quoted(tool),
                     names.join(", ")
                 ),
             ));
@@ -397,6 +398,82 @@ mod tests {
             assert_eq!(s["additionalProperties"], false);
             assert_eq!(s["required"], json!(["symbol"]));
             assert_eq!(s["properties"]["symbol"]["pattern"], SYMBOL_PATTERN);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_input_schemas_accept_exactly_what_the_tools_accept() {
+        // A client that validates against the published schema and one that does not must get
+        // the same answer. Valid arguments get past validation and fail only at the (closed) port.
+        let config = Config {
+            max_retries: 0,
+            ..Config::new("http://127.0.0.1:9")
+        };
+        let tools = Tools::new(&config).unwrap();
+        let symbols = [
+            json!("BTCUSDT"),
+            json!("btcusdt"),
+            json!("1000SATSUSDT"),
+            json!(" btcusdt "),
+            json!("BTCUSDT\n"),
+            json!("BTC-USDT"),
+            json!("B"),
+            json!("ABCDEFGHIJKLMNOPQRST"),
+            json!("ABCDEFGHIJKLMNOPQRSTU"),
+            json!("ÄBC"),
+            json!(""),
+            json!(null),
+            json!(7),
+        ];
+        let optional = [
+            json!(1),
+            json!(100),
+            json!(1000),
+            json!(5000),
+            json!(5001),
+            json!(0),
+            json!(-1),
+            json!(7.0),
+            json!(2.5),
+            json!("10"),
+            json!(null),
+            json!(true),
+            json!("1h"),
+            json!("1M"),
+            json!("1H"),
+            json!("2m"),
+        ];
+        let mut cases: Vec<(&str, Value)> = Vec::new();
+        for t in catalog() {
+            for s in &symbols {
+                cases.push((t.name, json!({ "symbol": s })));
+            }
+            cases.push((t.name, json!({})));
+            cases.push((t.name, json!({"symbol": "BTCUSDT", "extra": 1})));
+            let names: Vec<String> = t.input_schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "symbol")
+                .cloned()
+                .collect();
+            for name in names {
+                for v in &optional {
+                    cases.push((t.name, json!({"symbol": "BTCUSDT", name.clone(): v})));
+                }
+            }
+        }
+        let schemas: std::collections::HashMap<&str, Value> = catalog()
+            .into_iter()
+            .map(|t| (t.name, t.input_schema))
+            .collect();
+        for (tool, args) in cases {
+            let by_schema = jsonschema::is_valid(&schemas[tool], &args);
+            let by_code = match tools.invoke(tool, &args.to_string()).await {
+                Err(e) => e.kind != ErrorKind::InvalidArguments,
+                Ok(_) => true,
+            };
+            assert_eq!(by_schema, by_code, "{tool} {args}: schema vs code");
         }
     }
 

@@ -3,8 +3,10 @@
 mod common;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use binance_provider::proto::invoke_response::Outcome;
 use common::{FakeBinance, Mode, Provider, invoke, ok, test_config};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -153,8 +155,25 @@ async fn a_bad_base_url_is_refused_at_startup() {
     );
 }
 
+/// The lines a spawned server wrote to stderr so far.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A running binary: the process, its address and its log lines.
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    logs: Logs,
+}
+
 /// Starts the binary on a random port and waits for its "listening" log line.
-async fn spawn_server(fake: &FakeBinance, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
+async fn spawn_server(fake: &FakeBinance, env: &[(&str, &str)]) -> Server {
     let mut child = command()
         .env("PROVIDER_ADDR", "127.0.0.1:0")
         .env("BINANCE_BASE_URL", &fake.url)
@@ -180,13 +199,21 @@ async fn spawn_server(fake: &FakeBinance, env: &[(&str, &str)]) -> (Child, std::
     .await
     .expect("no listening line");
     // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let logs = Logs::default();
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.0.lock().unwrap().push(line);
+        }
+    });
+    Server { child, addr, logs }
 }
 
 async fn stops_on(signal: libc::c_int) {
     let fake = FakeBinance::start().await;
-    let (mut child, addr) = spawn_server(&fake, &[]).await;
+    let Server {
+        mut child, addr, ..
+    } = spawn_server(&fake, &[]).await;
     let mut client =
         binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
             .await
@@ -225,7 +252,9 @@ async fn sigint_shuts_down_gracefully() {
 async fn shutdown_does_not_wait_for_a_stuck_call_beyond_the_grace_period() {
     let fake = FakeBinance::start().await;
     fake.fail(Mode::Hang, usize::MAX);
-    let (mut child, addr) = spawn_server(
+    let Server {
+        mut child, addr, ..
+    } = spawn_server(
         &fake,
         &[
             ("BINANCE_TIMEOUT_MS", "30000"),
@@ -299,4 +328,58 @@ async fn healthcheck_connects_with_tcp_nodelay() {
     };
     assert_eq!(sockets, [(addr, true)]);
     check.abort();
+}
+
+#[tokio::test]
+async fn a_huge_argument_is_echoed_bounded_in_the_error_and_the_log() {
+    let fake = FakeBinance::start().await;
+    let server = spawn_server(&fake, &[]).await;
+    let mut client = binance_provider::proto::provider_client::ProviderClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    let huge = "A".repeat(1 << 20);
+    let marker = "(1048576 characters)";
+    let calls = [
+        ("binance.get_ticker".to_string(), json!({ "symbol": huge })),
+        (huge.clone(), json!({"symbol": "BTCUSDT"})),
+    ];
+    for (tool, args) in calls {
+        let resp = client
+            .invoke(binance_provider::proto::InvokeRequest {
+                tool,
+                arguments_json: args.to_string(),
+                request_id: huge.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Outcome::Error(e)) = resp.outcome else {
+            panic!("expected a tool error");
+        };
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        assert!(e.message.contains(marker), "{}", e.message);
+    }
+    // The log lines of both calls are bounded too (the tool name and request id are the caller's).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failed = loop {
+        let failed: Vec<String> = server
+            .logs
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("failed"))
+            .collect();
+        if failed.len() >= 2 || Instant::now() > deadline {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for line in failed {
+        assert!(line.len() < 2_000, "a {}-byte log line", line.len());
+        assert!(line.contains(marker), "{line}");
+    }
+    assert_eq!(fake.total_hits(), 0);
 }

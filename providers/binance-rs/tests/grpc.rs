@@ -495,6 +495,16 @@ async fn unknown_tools_and_bad_arguments_never_reach_binance() {
             "\"BTC-USDT\"",
         ),
         (
+            "binance.get_ticker",
+            json!({"symbol": " btcusdt "}),
+            "remove the surrounding whitespace",
+        ),
+        (
+            "binance.get_klines",
+            json!({"symbol": "BTCUSDT", "limit": null}),
+            "omit limit for the default, 100",
+        ),
+        (
             "binance.get_order_book",
             json!({"symbol": "BTCUSDT", "limit": 5001}),
             "limit must be an integer from 1 to 5000, got 5001",
