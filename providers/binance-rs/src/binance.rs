@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -17,9 +17,9 @@ use crate::echo::{LOG_MAX_CHARS, clip};
 /// Why a call to Binance failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    /// No answer within the request timeout.
-    #[error("Binance did not answer {endpoint} within {timeout_ms} ms")]
-    Timeout { endpoint: String, timeout_ms: u128 },
+    /// No answer within the request timeout or before the call's deadline.
+    #[error("{message}")]
+    Timeout { message: String },
     /// Unreachable, 5xx or rate-limited past the retries, or an unparseable body.
     /// `code` is Binance's own error code when the answer carried one, else 0.
     #[error("{message}")]
@@ -141,6 +141,32 @@ pub struct Trade {
     pub is_best_match: Option<bool>,
 }
 
+/// When one tool call must be answered: every attempt and wait of its Binance requests fits before
+/// it, so retries with backoff and `Retry-After` cannot add up past what the caller waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    /// `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self {
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    fn budget_ms(&self) -> u128 {
+        self.budget.as_millis()
+    }
+}
+
 /// The Binance REST client; cheap to clone (the HTTP pool is shared).
 #[derive(Clone)]
 pub struct BinanceClient {
@@ -188,7 +214,6 @@ impl BinanceClient {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .user_agent(concat!("binance-provider/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)))?;
@@ -202,15 +227,29 @@ impl BinanceClient {
         })
     }
 
-    pub async fn ticker_24h(&self, symbol: &str) -> Result<Ticker24h, UpstreamError> {
-        self.get("/api/v3/ticker/24hr", &[("symbol", symbol.to_string())])
-            .await
+    pub async fn ticker_24h(
+        &self,
+        symbol: &str,
+        deadline: Deadline,
+    ) -> Result<Ticker24h, UpstreamError> {
+        self.get(
+            "/api/v3/ticker/24hr",
+            &[("symbol", symbol.to_string())],
+            deadline,
+        )
+        .await
     }
 
-    pub async fn depth(&self, symbol: &str, limit: u32) -> Result<Depth, UpstreamError> {
+    pub async fn depth(
+        &self,
+        symbol: &str,
+        limit: u32,
+        deadline: Deadline,
+    ) -> Result<Depth, UpstreamError> {
         self.get(
             "/api/v3/depth",
             &[("symbol", symbol.to_string()), ("limit", limit.to_string())],
+            deadline,
         )
         .await
     }
@@ -220,6 +259,7 @@ impl BinanceClient {
         symbol: &str,
         interval: &str,
         limit: u32,
+        deadline: Deadline,
     ) -> Result<Vec<Kline>, UpstreamError> {
         self.get(
             "/api/v3/klines",
@@ -228,28 +268,37 @@ impl BinanceClient {
                 ("interval", interval.to_string()),
                 ("limit", limit.to_string()),
             ],
+            deadline,
         )
         .await
     }
 
-    pub async fn trades(&self, symbol: &str, limit: u32) -> Result<Vec<Trade>, UpstreamError> {
+    pub async fn trades(
+        &self,
+        symbol: &str,
+        limit: u32,
+        deadline: Deadline,
+    ) -> Result<Vec<Trade>, UpstreamError> {
         self.get(
             "/api/v3/trades",
             &[("symbol", symbol.to_string()), ("limit", limit.to_string())],
+            deadline,
         )
         .await
     }
 
-    /// GET `path` with `query`, retrying what is worth retrying, and decodes the JSON body as `T`.
+    /// GET `path` with `query`, retrying what is worth retrying within `deadline`, and decodes the
+    /// JSON body as `T`.
     async fn get<T: DeserializeOwned>(
         &self,
         path: &'static str,
         query: &[(&'static str, String)],
+        deadline: Deadline,
     ) -> Result<T, UpstreamError> {
         let url = format!("{}{}", self.base_url, path);
         let mut retries = 0u32;
         loop {
-            match self.attempt(&url, path, query).await {
+            match self.attempt(&url, path, query, deadline).await {
                 Attempt::Done(body) => {
                     return serde_json::from_slice(&body).map_err(|e| UpstreamError::Unavailable {
                         message: format!("Binance sent a malformed response for {path}: {e}"),
@@ -286,6 +335,18 @@ impl BinanceClient {
                         Some(wait) => wait,
                         None => self.retry_backoff.saturating_mul(1 << retries.min(16)),
                     };
+                    if wait >= deadline.remaining() {
+                        let tries = retries + 1;
+                        return Err(UpstreamError::Unavailable {
+                            message: format!(
+                                "{reason} (gave up after {tries} attempt{}: a retry in {} ms would pass this call's {} ms deadline)",
+                                if tries == 1 { "" } else { "s" },
+                                wait.as_millis(),
+                                deadline.budget_ms()
+                            ),
+                            code,
+                        });
+                    }
                     warn!(%reason, wait_ms = wait.as_millis() as u64, retry = retries + 1, "retrying Binance request");
                     tokio::time::sleep(wait).await;
                     retries += 1;
@@ -294,15 +355,35 @@ impl BinanceClient {
         }
     }
 
-    async fn attempt(&self, url: &str, path: &str, query: &[(&'static str, String)]) -> Attempt {
+    async fn attempt(
+        &self,
+        url: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        deadline: Deadline,
+    ) -> Attempt {
         debug!(%url, ?query, "GET");
+        // The request timeout, or what is left of the call's deadline when that is shorter.
+        let remaining = deadline.remaining();
+        let limit = self.request_timeout.min(remaining);
         let timeout = || {
-            Attempt::Fatal(UpstreamError::Timeout {
-                endpoint: path.to_string(),
-                timeout_ms: self.request_timeout.as_millis(),
-            })
+            let message = if limit < self.request_timeout {
+                format!(
+                    "Binance did not answer {path} within this call's {} ms deadline",
+                    deadline.budget_ms()
+                )
+            } else {
+                format!(
+                    "Binance did not answer {path} within {} ms",
+                    self.request_timeout.as_millis()
+                )
+            };
+            Attempt::Fatal(UpstreamError::Timeout { message })
         };
-        let resp = match self.http.get(url).query(query).send().await {
+        if remaining.is_zero() {
+            return timeout();
+        }
+        let resp = match self.http.get(url).query(query).timeout(limit).send().await {
             Ok(resp) => resp,
             Err(e) if e.is_timeout() => return timeout(),
             Err(e) if e.is_connect() => {

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::analytics::{self, Flow, Volatility};
 use crate::args::interval_seconds;
-use crate::binance::BinanceClient;
+use crate::binance::{BinanceClient, Deadline};
 use crate::tools::{ErrorKind, ToolError, ToolOutput, book_json, flow_trades, ticker_json};
 
 /// What makes two report calls identical.
@@ -44,16 +44,18 @@ impl ReportCache {
     /// Returns a fresh cached report, joins a report being built, or builds a new one.
     ///
     /// Errors are shared with the callers that waited for the same build but are not kept:
-    /// the next call after a failure tries Binance again.
+    /// the next call after a failure tries Binance again. A build runs within the deadline of
+    /// the call that started it; each caller still waits no longer than its own.
     pub async fn get_or_build(
         &self,
         key: ReportKey,
         client: &BinanceClient,
+        deadline: Deadline,
     ) -> Result<ToolOutput, ToolError> {
         let slot = self.slot(&key)?;
         let (_, result) = slot
             .get_or_init(|| async {
-                let result = build(&key, client).await;
+                let result = build(&key, client, deadline).await;
                 (Instant::now(), result)
             })
             .await;
@@ -91,12 +93,16 @@ impl ReportCache {
 }
 
 /// One upstream round: four concurrent requests, then the analytics and the markdown.
-async fn build(key: &ReportKey, client: &BinanceClient) -> Result<ToolOutput, ToolError> {
+async fn build(
+    key: &ReportKey,
+    client: &BinanceClient,
+    deadline: Deadline,
+) -> Result<ToolOutput, ToolError> {
     let (ticker, depth, klines, trades) = tokio::try_join!(
-        client.ticker_24h(&key.symbol),
-        client.depth(&key.symbol, key.depth_limit),
-        client.klines(&key.symbol, key.interval, key.kline_limit),
-        client.trades(&key.symbol, key.trade_limit),
+        client.ticker_24h(&key.symbol, deadline),
+        client.depth(&key.symbol, key.depth_limit, deadline),
+        client.klines(&key.symbol, key.interval, key.kline_limit, deadline),
+        client.trades(&key.symbol, key.trade_limit, deadline),
     )?;
     let generated_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

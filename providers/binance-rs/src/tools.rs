@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::analytics::{self, FlowTrade};
 use crate::args::{ArgError, Args, INTERVALS, SYMBOL_PATTERN, parse_object};
-use crate::binance::{BinanceClient, Depth, Kline, Ticker24h, Trade, UpstreamError};
+use crate::binance::{BinanceClient, Deadline, Depth, Kline, Ticker24h, Trade, UpstreamError};
 use crate::config::Config;
 use crate::output;
 use crate::report::{ReportCache, ReportKey};
@@ -200,8 +200,14 @@ impl Tools {
         })
     }
 
-    /// Runs `tool` with its JSON arguments. Arguments are fully validated before Binance is called.
-    pub async fn invoke(&self, tool: &str, arguments_json: &str) -> Result<ToolOutput, ToolError> {
+    /// Runs `tool` with its JSON arguments, its Binance requests bounded by `deadline`. Arguments
+    /// are fully validated before Binance is called.
+    pub async fn invoke(
+        &self,
+        tool: &str,
+        arguments_json: &str,
+        deadline: Deadline,
+    ) -> Result<ToolOutput, ToolError> {
         let known = catalog();
         if !known.iter().any(|t| t.name == tool) {
             let names: Vec<&str> = known.iter().map(|t| t.name).collect();
@@ -219,14 +225,14 @@ impl Tools {
             GET_TICKER => {
                 let symbol = args.symbol()?;
                 args.finish()?;
-                let t = self.client.ticker_24h(&symbol).await?;
+                let t = self.client.ticker_24h(&symbol, deadline).await?;
                 Ok(json_only(ticker_json(&t)))
             }
             GET_ORDER_BOOK => {
                 let symbol = args.symbol()?;
                 let limit = args.int("limit", BOOK_LIMIT_DEFAULT, 1, DEPTH_MAX)?;
                 args.finish()?;
-                let d = self.client.depth(&symbol, limit).await?;
+                let d = self.client.depth(&symbol, limit, deadline).await?;
                 Ok(json_only(book_json(&symbol, limit, &d, true)))
             }
             GET_KLINES => {
@@ -234,7 +240,10 @@ impl Tools {
                 let interval = args.interval(KLINES_INTERVAL_DEFAULT)?;
                 let limit = args.int("limit", KLINES_LIMIT_DEFAULT, 1, ROWS_MAX)?;
                 args.finish()?;
-                let k = self.client.klines(&symbol, interval, limit).await?;
+                let k = self
+                    .client
+                    .klines(&symbol, interval, limit, deadline)
+                    .await?;
                 Ok(json_only(json!({
                     "symbol": symbol,
                     "interval": interval,
@@ -245,7 +254,7 @@ impl Tools {
                 let symbol = args.symbol()?;
                 let limit = args.int("limit", TRADES_LIMIT_DEFAULT, 1, ROWS_MAX)?;
                 args.finish()?;
-                let trades = self.client.trades(&symbol, limit).await?;
+                let trades = self.client.trades(&symbol, limit, deadline).await?;
                 Ok(json_only(json!({
                     "symbol": symbol,
                     "trades": trades.iter().map(trade_json).collect::<Vec<_>>(),
@@ -266,7 +275,7 @@ impl Tools {
                     trade_limit: args.int("trade_limit", REPORT_TRADES_DEFAULT, 1, ROWS_MAX)?,
                 };
                 args.finish()?;
-                self.reports.get_or_build(key, &self.client).await
+                self.reports.get_or_build(key, &self.client, deadline).await
             }
             other => Err(ToolError::new(
                 ErrorKind::Internal,
@@ -401,6 +410,10 @@ mod tests {
         }
     }
 
+    fn soon() -> Deadline {
+        Deadline::after(std::time::Duration::from_secs(5))
+    }
+
     #[tokio::test]
     async fn the_input_schemas_accept_exactly_what_the_tools_accept() {
         // A client that validates against the published schema and one that does not must get
@@ -469,7 +482,7 @@ mod tests {
             .collect();
         for (tool, args) in cases {
             let by_schema = jsonschema::is_valid(&schemas[tool], &args);
-            let by_code = match tools.invoke(tool, &args.to_string()).await {
+            let by_code = match tools.invoke(tool, &args.to_string(), soon()).await {
                 Err(e) => e.kind != ErrorKind::InvalidArguments,
                 Ok(_) => true,
             };
@@ -511,11 +524,14 @@ mod tests {
             (GET_TICKER, r#"["BTCUSDT"]"#, "must be a JSON object"),
         ];
         for (tool, args, want) in cases {
-            let e = tools.invoke(tool, args).await.unwrap_err();
+            let e = tools.invoke(tool, args, soon()).await.unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArguments, "{tool} {args}: {e}");
             assert!(e.message.contains(want), "{tool} {args}: {e}");
         }
-        let e = tools.invoke("binance.nope", "{}").await.unwrap_err();
+        let e = tools
+            .invoke("binance.nope", "{}", soon())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownTool);
         assert!(e.message.contains("binance.get_ticker"));
     }

@@ -11,6 +11,8 @@ use common::{FakeBinance, Mode, Provider, invoke, ok, test_config};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_binance-provider");
 
@@ -22,10 +24,12 @@ fn command() -> Command {
         "BINANCE_BASE_URL",
         "BINANCE_TIMEOUT_MS",
         "BINANCE_CONNECT_TIMEOUT_MS",
+        "BINANCE_CALL_TIMEOUT_MS",
         "BINANCE_MAX_RETRIES",
         "BINANCE_RETRY_BACKOFF_MS",
         "BINANCE_RETRY_AFTER_MAX_MS",
         "REPORT_CACHE_TTL_MS",
+        "SHUTDOWN_DRAIN_MS",
         "SHUTDOWN_GRACE_MS",
         "HEALTHCHECK_TIMEOUT_MS",
         "LOG_FORMAT",
@@ -65,6 +69,79 @@ async fn help_and_version() {
     assert_eq!(
         stdout.trim(),
         format!("binance-provider {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn the_binary_defaults_are_the_configs() {
+    // config::defaults is the one source: --help shows what the binary uses, and Config::new
+    // (what the unit tests build) reads the same constants.
+    use binance_provider::config::{DEFAULT_ADDR, DEFAULT_BASE_URL, defaults as d};
+    let (_, serve, _) = run(command().arg("--help")).await;
+    let (_, health, _) = run(command().args(["healthcheck", "--help"])).await;
+    let cases = [
+        (&serve, "PROVIDER_ADDR", DEFAULT_ADDR.to_string()),
+        (&serve, "BINANCE_BASE_URL", DEFAULT_BASE_URL.to_string()),
+        (
+            &serve,
+            "BINANCE_CONNECT_TIMEOUT_MS",
+            d::CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            &serve,
+            "BINANCE_TIMEOUT_MS",
+            d::REQUEST_TIMEOUT_MS.to_string(),
+        ),
+        (
+            &serve,
+            "BINANCE_CALL_TIMEOUT_MS",
+            d::CALL_TIMEOUT_MS.to_string(),
+        ),
+        (&serve, "BINANCE_MAX_RETRIES", d::MAX_RETRIES.to_string()),
+        (
+            &serve,
+            "BINANCE_RETRY_BACKOFF_MS",
+            d::RETRY_BACKOFF_MS.to_string(),
+        ),
+        (
+            &serve,
+            "BINANCE_RETRY_AFTER_MAX_MS",
+            d::RETRY_AFTER_MAX_MS.to_string(),
+        ),
+        (
+            &serve,
+            "REPORT_CACHE_TTL_MS",
+            d::REPORT_CACHE_TTL_MS.to_string(),
+        ),
+        (
+            &serve,
+            "SHUTDOWN_DRAIN_MS",
+            d::SHUTDOWN_DRAIN_MS.to_string(),
+        ),
+        (
+            &serve,
+            "SHUTDOWN_GRACE_MS",
+            d::SHUTDOWN_GRACE_MS.to_string(),
+        ),
+        (
+            &health,
+            "HEALTHCHECK_TIMEOUT_MS",
+            d::HEALTHCHECK_TIMEOUT_MS.to_string(),
+        ),
+    ];
+    for (help, var, value) in cases {
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let want = format!("[env: {var}=] [default: {value}]");
+        assert!(flat.contains(&want), "--help lacks {want}:\n{help}");
+    }
+    let config = binance_provider::config::Config::default();
+    assert_eq!(
+        config.call_timeout,
+        Duration::from_millis(d::CALL_TIMEOUT_MS)
+    );
+    assert_eq!(
+        config.shutdown_drain,
+        Duration::from_millis(d::SHUTDOWN_DRAIN_MS)
     );
 }
 
@@ -213,7 +290,7 @@ async fn stops_on(signal: libc::c_int) {
     let fake = FakeBinance::start().await;
     let Server {
         mut child, addr, ..
-    } = spawn_server(&fake, &[]).await;
+    } = spawn_server(&fake, &[("SHUTDOWN_DRAIN_MS", "100")]).await;
     let mut client =
         binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
             .await
@@ -258,6 +335,8 @@ async fn shutdown_does_not_wait_for_a_stuck_call_beyond_the_grace_period() {
         &fake,
         &[
             ("BINANCE_TIMEOUT_MS", "30000"),
+            ("BINANCE_CALL_TIMEOUT_MS", "30000"),
+            ("SHUTDOWN_DRAIN_MS", "0"),
             ("SHUTDOWN_GRACE_MS", "1000"),
         ],
     )
@@ -382,4 +461,167 @@ async fn a_huge_argument_is_echoed_bounded_in_the_error_and_the_log() {
         assert!(line.contains(marker), "{line}");
     }
     assert_eq!(fake.total_hits(), 0);
+}
+
+/// The health status of `service` at `addr`, over a new connection (as a probe makes one).
+async fn probe(addr: std::net::SocketAddr, service: &str) -> Result<ServingStatus, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map_err(|s| format!("check: {s}"))?;
+    Ok(resp.into_inner().status())
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("pid") as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+#[tokio::test]
+async fn sigterm_reports_not_serving_and_keeps_serving_for_the_drain() {
+    let fake = FakeBinance::start().await;
+    let Server {
+        mut child,
+        addr,
+        logs,
+    } = spawn_server(&fake, &[("SHUTDOWN_DRAIN_MS", "2000")]).await;
+    assert_eq!(probe(addr, "").await, Ok(ServingStatus::Serving));
+    let started = Instant::now();
+    sigterm(&child);
+
+    // At once NOT_SERVING, on new connections: a probe is refused nothing.
+    let status = loop {
+        let status = probe(addr, "").await;
+        if status != Ok(ServingStatus::Serving) || started.elapsed() > Duration::from_secs(1) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        status,
+        Ok(ServingStatus::NotServing),
+        "{:?} after SIGTERM; exit: {:?}; logs: {:#?}",
+        started.elapsed(),
+        child.try_wait(),
+        logs.lines()
+    );
+    assert_eq!(
+        probe(addr, "provider.v1.Provider").await,
+        Ok(ServingStatus::NotServing)
+    );
+    // The container healthcheck says so too.
+    let (code, _, stderr) = run(command()
+        .arg("healthcheck")
+        .env("PROVIDER_ADDR", addr.to_string()))
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("NOT_SERVING"), "{stderr}");
+    // Calls that still arrive during the drain are served.
+    let mut client =
+        binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
+            .await
+            .expect("accepting during the drain");
+    ok(invoke(
+        &mut client,
+        "binance.get_ticker",
+        json!({"symbol": "BTCUSDT"}),
+    )
+    .await);
+    assert!(
+        started.elapsed() < Duration::from_millis(2_000),
+        "the checks above took the whole drain ({:?}): inconclusive",
+        started.elapsed()
+    );
+
+    // After the drain: exit 0, and nothing listens any more.
+    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+        .await
+        .expect("did not exit after the drain")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1_900),
+        "left before the drain ended: {elapsed:?}"
+    );
+    assert!(probe(addr, "").await.unwrap_err().starts_with("connect"));
+}
+
+#[tokio::test]
+async fn in_flight_calls_finish_after_the_drain() {
+    let fake = FakeBinance::start().await;
+    let Server {
+        mut child,
+        addr,
+        logs,
+    } = spawn_server(
+        &fake,
+        &[
+            ("BINANCE_TIMEOUT_MS", "5000"),
+            ("SHUTDOWN_DRAIN_MS", "200"),
+            ("SHUTDOWN_GRACE_MS", "5000"),
+        ],
+    )
+    .await;
+    fake.fail(Mode::Slow(Duration::from_millis(1_500)), 1);
+    let mut client =
+        binance_provider::proto::provider_client::ProviderClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let call = tokio::spawn(async move {
+        invoke(
+            &mut client,
+            "binance.get_ticker",
+            json!({"symbol": "BTCUSDT"}),
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.hits("/api/v3/ticker/24hr").is_empty() {
+        assert!(Instant::now() < deadline, "the call never reached the fake");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    sigterm(&child);
+    // The call outlives the 200 ms drain and is answered normally.
+    let (j, _) = ok(tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the in-flight call hung")
+        .unwrap());
+    assert_eq!(j["symbol"], "BTCUSDT");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("did not exit after its last call")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The last lines may still be in the pipe when the process is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logs.lines().iter().any(|l| l.contains("stopped")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lines = logs.lines();
+    let order: Vec<usize> = ["draining", "shutting down", "stopped"]
+        .iter()
+        .map(|m| {
+            lines
+                .iter()
+                .position(|l| l.contains(m))
+                .unwrap_or_else(|| panic!("no {m:?} log line in {lines:#?}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{lines:#?}");
 }

@@ -4,6 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use binance_provider::config::Config;
 use binance_provider::proto::ErrorCode;
 use binance_provider::proto::ListCapabilitiesRequest;
 use common::{FakeBinance, Mode, Provider, close, err, invoke, invoke_btc, ok, test_config};
@@ -387,6 +388,77 @@ async fn a_418_ban_longer_than_the_cap_fails_at_once() {
     assert!(e.message.contains("retry after 120 s"), "{}", e.message);
     assert_eq!(fake.hits("/api/v3/ticker/24hr").len(), 1);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_calls_deadline() {
+    // Retry-After 1 s on every answer: 3 attempts would take 2 s, the call may take 1.5 s.
+    let fake = FakeBinance::start().await;
+    let provider = Provider::start(Config {
+        call_timeout: Duration::from_millis(1_500),
+        ..test_config(&fake.url)
+    })
+    .await;
+    let mut client = provider.client().await;
+    fake.fail(
+        Mode::RateLimited {
+            status: 429,
+            retry_after: Some(1),
+        },
+        usize::MAX,
+    );
+    let started = Instant::now();
+    let e = err(
+        invoke_btc(&mut client, "binance.get_ticker").await,
+        ErrorCode::UpstreamUnavailable,
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        e.message.contains(
+            "gave up after 2 attempts: a retry in 1000 ms would pass this call's 1500 ms deadline"
+        ),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.upstream_code, -1003);
+    assert_eq!(fake.hits("/api/v3/ticker/24hr").len(), 2);
+    assert!(elapsed < Duration::from_millis(1_500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_callers_shorter_grpc_deadline_gets_a_timeout_answer_in_time() {
+    // Binance hangs and the provider's own limits are long: the caller's 1 s deadline decides,
+    // and the caller gets the provider's TIMEOUT answer rather than a bare CANCELLED.
+    let fake = FakeBinance::start().await;
+    let provider = Provider::start(Config {
+        request_timeout: Duration::from_secs(20),
+        call_timeout: Duration::from_secs(30),
+        ..test_config(&fake.url)
+    })
+    .await;
+    let mut client = provider.client().await;
+    fake.fail(Mode::Hang, usize::MAX);
+    for tool in ["binance.get_ticker", "binance.market_report"] {
+        let mut request = tonic::Request::new(binance_provider::proto::InvokeRequest {
+            tool: tool.into(),
+            arguments_json: r#"{"symbol":"BTCUSDT"}"#.into(),
+            request_id: "short-deadline".into(),
+        });
+        request.set_timeout(Duration::from_secs(1));
+        let started = Instant::now();
+        let outcome = client
+            .invoke(request)
+            .await
+            .expect("an answer before the deadline, not a gRPC error")
+            .into_inner()
+            .outcome
+            .unwrap();
+        let elapsed = started.elapsed();
+        let e = err(outcome, ErrorCode::Timeout);
+        assert!(e.message.contains("deadline"), "{tool}: {}", e.message);
+        assert!(elapsed < Duration::from_secs(1), "{tool}: {elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(800), "{tool}: {elapsed:?}");
+    }
 }
 
 #[tokio::test]

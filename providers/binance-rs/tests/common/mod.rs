@@ -35,6 +35,8 @@ pub enum Mode {
     },
     /// Never answers in time.
     Hang,
+    /// Answers normally, but only after this long.
+    Slow(Duration),
     /// 200 with a truncated JSON body.
     Malformed,
     /// 400 with a Binance `{code,msg}` body.
@@ -138,8 +140,10 @@ async fn handle(
         .is_ok();
     if failing {
         let mode = state.mode.lock().unwrap().clone();
-        if let Some(mode) = mode {
-            return failure(mode).await;
+        match mode {
+            Some(Mode::Slow(delay)) => tokio::time::sleep(delay).await,
+            Some(mode) => return failure(mode).await,
+            None => {}
         }
     }
 
@@ -204,6 +208,7 @@ async fn failure(mode: Mode) -> Response {
         )
             .into_response(),
         Mode::Reject { code, msg } => binance_error(StatusCode::BAD_REQUEST, code, &msg),
+        Mode::Slow(_) => unreachable!("a slow answer is a normal one, later"),
     }
 }
 
@@ -312,10 +317,13 @@ pub fn test_config(base_url: &str) -> Config {
         base_url: base_url.to_string(),
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(400),
+        call_timeout: Duration::from_secs(5),
         max_retries: 2,
         retry_backoff: Duration::from_millis(10),
         retry_after_cap: Duration::from_millis(2_000),
         report_ttl: Duration::from_secs(30),
+        // No drain: the tests that stop a server need it gone at once (the drain has its own).
+        shutdown_drain: Duration::ZERO,
         shutdown_grace: Duration::from_secs(2),
     }
 }
