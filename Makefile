@@ -12,13 +12,18 @@ test-provider:
 	cd providers/binance-rs && cargo clippy --locked --all-targets -- -D warnings
 	cd providers/binance-rs && cargo test --locked
 
-# Python MCP gateway: lint, format, types, tests (in-process providers and the real binary).
+# Python MCP gateway: lint, format, types, tests (in-process providers, the real binary, and
+# clients nobody here wrote: the MCP conformance suite and the TypeScript SDK, on Node 22 from
+# .ci/setup.d/40-node.sh, packages pinned in mcp-gateway/conformance/package-lock.json).
+NODE22_BIN ?= /opt/node22/bin
+
 test-gateway:
 	cd mcp-gateway && uv sync --locked
 	cd mcp-gateway && uv run --locked ruff check .
 	cd mcp-gateway && uv run --locked ruff format --check .
 	cd mcp-gateway && uv run --locked mypy
-	cd mcp-gateway && uv run --locked pytest
+	cd mcp-gateway/conformance && PATH="$(NODE22_BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
+	cd mcp-gateway && MCP_TEST_NODE="$(NODE22_BIN)/node" uv run --locked pytest
 
 # The Dagger module (engine double), workflows, deploy path (real Docker, Compose, registry, sshd).
 test-repo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -100,6 +101,8 @@ class FakeBinance:
     """Serves the fake on 127.0.0.1 (port chosen by the OS) and records each request."""
 
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # Seconds each answer waits (a slow upstream).
+    delay_seconds: float = 0.0
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -126,6 +129,8 @@ class FakeBinance:
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 fake.requests.append((url.path, query))
+                if fake.delay_seconds:
+                    time.sleep(fake.delay_seconds)
                 status, body = fake.answer(url.path, query)
                 self._send(status, body)
 

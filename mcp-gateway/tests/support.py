@@ -27,13 +27,22 @@ from starlette.applications import Starlette
 
 from mcp_gateway._proto.provider.v1 import provider_pb2, provider_pb2_grpc
 from mcp_gateway.config import ProviderConfig, Settings
+from mcp_gateway.drain import DrainingServer
 from mcp_gateway.providers import ProviderRegistry
 from mcp_gateway.server import create_app
 
 T = TypeVar("T")
 
 Mode = Literal[
-    "ok", "slow", "error", "crash", "garbage", "echo_error", "upstream_down", "off_schema"
+    "ok",
+    "slow",
+    "error",
+    "crash",
+    "garbage",
+    "echo_error",
+    "upstream_down",
+    "off_schema",
+    "tonic_deadline",
 ]
 
 ECHO_SCHEMA: dict[str, Any] = {
@@ -107,6 +116,12 @@ class _FakeProviderServicer(provider_pb2_grpc.ProviderServicer):
         owner = self.owner
         owner.calls.append(request)
         await owner.hang_if_asked()
+        if owner.mode == "tonic_deadline":
+            # What tonic does: answer an expiring deadline with CANCELLED, a moment before the
+            # caller's own deadline fires.
+            remaining = context.time_remaining()
+            await asyncio.sleep(max(remaining - 0.05, 0))
+            await context.abort(grpc.StatusCode.CANCELLED, "Timeout expired")
         if owner.mode == "slow":
             await asyncio.sleep(owner.slow_seconds)
         if owner.mode == "crash":
@@ -177,7 +192,8 @@ class FakeProvider:
     ``mode``: ``ok`` answers, ``slow`` sleeps ``slow_seconds`` before answering, ``error``
     returns a ToolError, ``crash`` fails the RPC with INTERNAL, ``garbage`` returns invalid JSON,
     ``echo_error`` a ToolError quoting all the arguments, ``upstream_down`` an
-    UPSTREAM_UNAVAILABLE error, ``off_schema`` a result that breaks fake.echo's output schema.
+    UPSTREAM_UNAVAILABLE error, ``off_schema`` a result that breaks fake.echo's output schema,
+    ``tonic_deadline`` CANCELLED "Timeout expired" just before the call's deadline (as tonic).
     ``hang``: every RPC (health included) is accepted and never answered. ``extra_tools`` are
     appended to ListCapabilities. ``stop()`` takes it down; ``start()`` brings it back on the
     same port.
@@ -293,7 +309,9 @@ def start_gateway(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # The process's server class: stopping it ends open GET streams first, as on SIGTERM.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
+    server = DrainingServer(config, app.state.drain, drain_seconds=0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

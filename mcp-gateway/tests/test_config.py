@@ -103,9 +103,44 @@ def test_settings_from_environment(tmp_path: Path) -> None:
     assert [p.name for p in settings.enabled_providers] == ["binance"]
 
 
+def test_network_session_and_drain_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "GATEWAY_HOST": "127.0.0.1",
+            "MCP_ALLOWED_HOSTS": "mcp.example.com, Localhost:3001",
+            "MCP_ALLOWED_ORIGINS": "*",
+            "MCP_SESSION_MODE": "stateless",
+            "MCP_SESSION_SECRET": "s" * 32,
+            "MCP_SESSION_IDLE_SECONDS": "60",
+            "MCP_MAX_SESSIONS": "5",
+            "GATEWAY_DRAIN_SECONDS": "4",
+            "GATEWAY_SHUTDOWN_GRACE_SECONDS": "12.5",
+            "PROVIDER_RETRY_SECONDS": "0",
+        }
+    )
+    assert settings.host == "127.0.0.1"
+    assert settings.allowed_hosts.allows_host("MCP.example.com:443")
+    assert settings.allowed_hosts.allows_host("localhost:3001")
+    assert not settings.allowed_hosts.allows_host("localhost:3002")
+    assert settings.allowed_origins.allows_any
+    assert settings.session_mode == "stateless"
+    assert settings.session_secret == b"s" * 32 and settings.session_secret_shared
+    assert (settings.session_idle_seconds, settings.max_sessions) == (60, 5)
+    assert (settings.drain_seconds, settings.shutdown_grace_seconds) == (4, 12.5)
+    assert settings.provider_retry_seconds == 0
+    assert "s" * 32 not in repr(settings)
+
+
 def test_settings_defaults_use_the_built_in_providers_file() -> None:
     settings = load_settings({})
     assert settings.port == 3001
+    assert settings.host == "0.0.0.0"
+    assert settings.session_mode == "stateful" and not settings.session_secret_shared
+    assert (settings.session_idle_seconds, settings.max_sessions) == (300, 1000)
+    assert settings.allowed_hosts.allows_host("localhost:3001")
+    assert not settings.allowed_hosts.allows_host("evil.example.com")
+    assert settings.allowed_origins.allows_origin("http://127.0.0.1:6274")
+    assert not settings.allowed_origins.allows_origin("http://evil.example.com")
     assert settings.token is None
     assert settings.providers == (
         ProviderConfig(name="binance", address="binance-provider:50053", timeout_seconds=15),
@@ -119,6 +154,17 @@ def test_settings_defaults_use_the_built_in_providers_file() -> None:
         ({"GATEWAY_PORT": "0"}, "GATEWAY_PORT='0' is not a port"),
         ({"MCP_PROVIDERS": "/nonexistent/p.yaml"}, "/nonexistent/p.yaml (MCP_PROVIDERS) does not"),
         ({"MCP_GATEWAY_TOKEN": "two words"}, "MCP_GATEWAY_TOKEN contains whitespace"),
+        ({"GATEWAY_HOST": "not a host"}, "GATEWAY_HOST='not a host' is not an address to bind"),
+        ({"MCP_ALLOWED_HOSTS": "ok.example, bad host"}, "MCP_ALLOWED_HOSTS: 'bad host' is not"),
+        ({"MCP_ALLOWED_HOSTS": "h:0"}, "MCP_ALLOWED_HOSTS: 'h:0' has port '0'"),
+        ({"MCP_ALLOWED_ORIGINS": "app.example.com"}, "'app.example.com' is not an origin"),
+        ({"MCP_SESSION_MODE": "sticky"}, "MCP_SESSION_MODE='sticky' is not a session mode"),
+        ({"MCP_SESSION_SECRET": "short"}, "MCP_SESSION_SECRET must be at least 32 characters"),
+        ({"MCP_SESSION_IDLE_SECONDS": "0"}, "MCP_SESSION_IDLE_SECONDS='0' is not a number of sec"),
+        ({"MCP_MAX_SESSIONS": "1.5"}, "MCP_MAX_SESSIONS='1.5' is not a whole number"),
+        ({"MCP_MAX_SESSIONS": "none"}, "MCP_MAX_SESSIONS='none' is not a number of sessions"),
+        ({"GATEWAY_DRAIN_SECONDS": "-1"}, "GATEWAY_DRAIN_SECONDS='-1' is not a number of seconds"),
+        ({"PROVIDER_RETRY_SECONDS": "nan"}, "PROVIDER_RETRY_SECONDS='nan' is not a number"),
     ],
 )
 def test_bad_environment_is_refused(env: dict[str, str], expected: str) -> None:

@@ -15,12 +15,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import mcp_types as types
 import pytest
 from grpc_health.v1 import health_pb2
+from jsonschema import Draft202012Validator
 
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
@@ -188,3 +190,62 @@ async def test_mcp_client_gets_ticker_and_market_report_through_the_real_provide
     paths = {path for path, _ in fake_binance.requests}
     assert paths == {"/api/v3/ticker/24hr", "/api/v3/depth", "/api/v3/klines", "/api/v3/trades"}
     assert ("/api/v3/ticker/24hr", {"symbol": SYMBOL}) in fake_binance.requests
+
+
+def _arguments(tool: types.Tool) -> dict[str, Any]:
+    """Valid arguments for a Binance tool, from its own input schema."""
+    arguments: dict[str, Any] = {}
+    properties = tool.input_schema.get("properties", {})
+    for name in tool.input_schema.get("required", []):
+        spec = properties.get(name, {})
+        if name == "symbol":
+            arguments[name] = SYMBOL
+        elif "enum" in spec:
+            arguments[name] = "1h" if "1h" in spec["enum"] else spec["enum"][0]
+        else:
+            raise AssertionError(f"{tool.name}: no test value for required argument {name!r}")
+    return arguments
+
+
+@pytest.mark.e2e
+async def test_every_tool_result_validates_against_its_published_output_schema(
+    binance_provider: str, gateway_factory: GatewayFactory
+) -> None:
+    gw = gateway_factory([ProviderConfig(name="binance", address=binance_provider)])
+    async with mcp_session(gw.mcp_url) as session:
+        tools = (await session.list_tools()).tools
+        assert {t.name for t in tools} >= BINANCE_TOOLS
+        missing = sorted(t.name for t in tools if t.output_schema is None)
+        assert not missing, f"the provider publishes no output_schema_json for {missing}"
+        for tool in tools:
+            assert tool.annotations is not None and tool.annotations.read_only_hint is True
+            assert tool.output_schema is not None
+            result = await session.call_tool(tool.name, _arguments(tool))
+            assert isinstance(result, types.CallToolResult)
+            assert not result.is_error, (tool.name, result.content)
+            validator = Draft202012Validator(tool.output_schema)
+            errors = [e.message[:200] for e in validator.iter_errors(result.structured_content)]
+            assert not errors, (tool.name, errors)
+
+
+@pytest.mark.e2e
+async def test_the_gateway_timeout_and_bounded_errors_with_the_real_provider(
+    binance_provider: str, fake_binance: FakeBinance, gateway_factory: GatewayFactory
+) -> None:
+    gw = gateway_factory(
+        [ProviderConfig(name="binance", address=binance_provider, timeout_seconds=1)]
+    )
+    async with mcp_session(gw.mcp_url) as session:
+        await session.list_tools()
+        huge = await session.call_tool("binance.get_ticker", {"symbol": "B" * 1_000_000})
+        assert isinstance(huge, types.CallToolResult) and huge.is_error
+        (text,) = [c.text for c in huge.content if isinstance(c, types.TextContent)]
+        assert len(text) < 2000, len(text)
+        # tonic answers an expired deadline with CANCELLED a moment before the caller's fires:
+        # the gateway's own timer decides, and says so.
+        fake_binance.delay_seconds = 3
+        slow = await session.call_tool("binance.get_ticker", {"symbol": SYMBOL})
+    assert isinstance(slow, types.CallToolResult) and slow.is_error
+    (text,) = [c.text for c in slow.content if isinstance(c, types.TextContent)]
+    assert f"provider 'binance' at {binance_provider} did not answer within 1 s" in text, text
+    assert "CANCELLED" not in text

@@ -15,6 +15,7 @@ import mcp_types as types
 import pytest
 
 from mcp_gateway.config import ProviderConfig
+from mcp_gateway.security import AllowList
 from tests.conftest import GatewayFactory
 from tests.support import FakeProvider, RunningGateway, free_port, mcp_session
 
@@ -226,3 +227,65 @@ def test_healthcheck_command_rejects_a_bad_port(value: str) -> None:
     )
     assert done.returncode == 2
     assert f"GATEWAY_PORT={value!r} is not a port" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example.com"}, 421),
+        ({"Host": "evil.example.com", "Origin": "http://evil.example.com"}, 421),
+        ({"Origin": "http://evil.example.com"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://localhost.evil.example.com:3001"}, 403),
+        ({"Host": "localhost:3001", "Origin": "http://localhost:6274"}, 200),
+        ({"Host": "[::1]:3001"}, 200),
+        ({"Host": "mcp-gateway:3001"}, 200),
+        ({}, 200),  # 127.0.0.1:<port>, no Origin: a non-browser client
+    ],
+)
+def test_mcp_refuses_a_foreign_host_or_origin(
+    gateway: RunningGateway, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.post(
+        gateway.mcp_url, json=INITIALIZE, headers=MCP_HEADERS | headers, timeout=5
+    )
+    assert response.status_code == status, response.text
+    if status >= 400:
+        assert "MCP_ALLOWED_" in response.json()["detail"]
+
+
+def test_configured_allow_lists_replace_the_defaults(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory(
+        [ProviderConfig(name="fake", address=provider.address)],
+        allowed_hosts=AllowList.hosts("mcp.example.com"),
+        allowed_origins=AllowList.origins("https://app.example.com"),
+    )
+    public = {"Host": "mcp.example.com", "Origin": "https://app.example.com"}
+    ok = httpx.post(gw.mcp_url, json=INITIALIZE, headers=MCP_HEADERS | public, timeout=5)
+    assert ok.status_code == 200
+    local = httpx.post(gw.mcp_url, json=INITIALIZE, headers=MCP_HEADERS, timeout=5)
+    assert local.status_code == 421
+    huge = httpx.post(
+        gw.mcp_url, json=INITIALIZE, headers=MCP_HEADERS | {"Host": "h" * 5000}, timeout=5
+    )
+    assert huge.status_code == 421 and len(huge.text) < 500
+    # Probes come by IP through proxies: /health and /ready are not Host-checked.
+    assert httpx.get(f"{gw.base_url}/health", timeout=5).status_code == 200
+
+
+def test_draining_gateway_answers_503_and_closes_connections_but_still_serves(
+    gateway: RunningGateway,
+) -> None:
+    gateway.app.state.drain.begin()
+    with httpx.Client(timeout=5) as http:
+        health = http.get(f"{gateway.base_url}/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "draining"}
+        assert health.headers["connection"] == "close"
+        ready = http.get(f"{gateway.base_url}/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        served = http.post(gateway.mcp_url, json=INITIALIZE, headers=MCP_HEADERS)
+        assert served.status_code == 200
+        assert served.headers["connection"] == "close"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import anyio
@@ -10,12 +11,14 @@ import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway._proto.provider.v1 import provider_pb2
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.support import (
+    ECHO_OUTPUT_SCHEMA,
     ECHO_SCHEMA,
     FakeProvider,
     Mode,
@@ -85,10 +88,11 @@ async def test_provider_tool_error_becomes_mcp_tool_error(
     assert "Invalid symbol." in text
 
 
+@pytest.mark.parametrize("mode", ["slow", "tonic_deadline"])
 async def test_slow_provider_times_out_within_its_deadline(
-    gateway_factory: GatewayFactory, provider: FakeProvider
+    gateway_factory: GatewayFactory, provider: FakeProvider, mode: Mode
 ) -> None:
-    provider.mode = "slow"
+    provider.mode = mode
     provider.slow_seconds = 20
     gw = gateway_factory([ProviderConfig(name="fake", address=provider.address, timeout_seconds=1)])
     async with mcp_session(gw.mcp_url) as session:
@@ -101,6 +105,7 @@ async def test_slow_provider_times_out_within_its_deadline(
     (text,) = _texts(result)
     assert "provider 'fake'" in text
     assert "did not answer within 1 s" in text
+    assert "CANCELLED" not in text
     assert 0.9 <= elapsed < 3, elapsed
 
 
@@ -310,3 +315,106 @@ async def test_tools_with_unusable_schemas_are_left_out(
     assert set(tools) == {"fake.echo", "fake.list", "fake.no_type"}
     # MCP requires an object schema; a schema without "type" gets it.
     assert tools["fake.no_type"].input_schema == {"type": "object", "properties": {}}
+
+
+async def test_tools_publish_their_output_schema_and_read_only_hint(
+    gateway: RunningGateway, provider: FakeProvider
+) -> None:
+    async with mcp_session(gateway.mcp_url) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+        assert tools["fake.echo"].output_schema == ECHO_OUTPUT_SCHEMA
+        assert tools["fake.echo"].annotations is not None
+        assert tools["fake.echo"].annotations.read_only_hint is True
+        assert tools["fake.list"].output_schema is None
+        assert tools["fake.list"].annotations is None
+        # A result that breaks the declared schema is the provider's bug: a tool error saying
+        # so, rather than a result every MCP client would reject.
+        provider.mode = "off_schema"
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+    assert isinstance(result, types.CallToolResult)
+    assert result.is_error
+    (text,) = _texts(result)
+    assert "does not match the tool's outputSchema at echo" in text
+    assert "is not of type 'object'" in text
+
+
+async def test_echoed_values_are_bounded_in_errors_and_logs(
+    gateway: RunningGateway, provider: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = "A" * 1_000_000
+    provider.mode = "echo_error"
+    caplog.set_level(logging.INFO)
+    async with mcp_session(gateway.mcp_url) as session:
+        result = await session.call_tool("fake.echo", {"symbol": huge})
+        assert isinstance(result, types.CallToolResult) and result.is_error
+        (text,) = _texts(result)
+        assert text.startswith("fake.echo failed in provider 'fake' (INVALID_ARGUMENTS): bad")
+        assert len(text) < 2000
+        assert "more characters)" in text
+        with pytest.raises(MCPError) as caught:
+            await session.call_tool("fake." + huge, {})
+        assert len(caught.value.error.message) < 2000
+        assert "unknown tool 'fake.AAAA" in caught.value.error.message
+    gateway_lines = [r.getMessage() for r in caplog.records if r.name.startswith("mcp_gateway")]
+    assert gateway_lines
+    assert max(len(line) for line in gateway_lines) < 2000
+
+
+async def test_a_read_only_call_waits_for_a_provider_that_comes_back(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory(
+        [ProviderConfig(name="fake", address=provider.address, timeout_seconds=10)],
+        provider_retry_seconds=8,
+    )
+    async with mcp_session(gw.mcp_url) as session:
+        await wait_until(
+            lambda: _has_tools(session, 2), 15, "the provider's tools to be discovered"
+        )
+        provider.stop()
+        # Not read-only: never sent twice, so it fails at once.
+        started = time.monotonic()
+        failed = await session.call_tool("fake.list", {})
+        assert isinstance(failed, types.CallToolResult) and failed.is_error
+        assert time.monotonic() - started < 2
+        # Read-only: sent again once the provider is back (a provider swap costs no call).
+        async with anyio.create_task_group() as group:
+            results: list[types.CallToolResult] = []
+
+            async def call() -> None:
+                result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+                assert isinstance(result, types.CallToolResult)
+                results.append(result)
+
+            group.start_soon(call)
+            await anyio.sleep(1.0)
+            provider.start()
+        (result,) = results
+        assert not result.is_error, _texts(result)
+    assert [c.tool for c in provider.calls].count("fake.echo") == 1
+
+
+async def test_a_read_only_retry_gives_up_after_provider_retry_seconds(
+    gateway_factory: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = gateway_factory(
+        [ProviderConfig(name="fake", address=provider.address, timeout_seconds=10)],
+        provider_retry_seconds=1,
+    )
+    async with mcp_session(gw.mcp_url) as session:
+        await wait_until(
+            lambda: _has_tools(session, 2), 15, "the provider's tools to be discovered"
+        )
+        provider.stop()
+        started = time.monotonic()
+        result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+        elapsed = time.monotonic() - started
+    assert isinstance(result, types.CallToolResult) and result.is_error
+    (text,) = _texts(result)
+    assert "is unavailable" in text
+    assert "no connection again within 1 s" in text
+    assert 0.9 <= elapsed < 5, elapsed
+
+
+async def _has_tools(session: ClientSession, count: int) -> bool:
+    return len((await session.list_tools()).tools) == count

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import httpx
 import mcp_types as types
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.support import FakeProvider, free_port, write_providers
+from tests.support import FakeProvider, free_port, mcp_session, wait_until, write_providers
 
 
 async def test_stdio_mode_lists_and_calls_tools(provider: FakeProvider, tmp_path: Path) -> None:
@@ -77,3 +79,70 @@ def test_http_mode_serves_on_gateway_port_and_stops_on_sigterm(
     # uvicorn drains, runs the lifespan exit, then re-raises the signal so the parent sees it.
     assert proc.returncode in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr
+
+
+async def test_sigterm_drains_then_finishes_calls_in_flight(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    provider.mode = "slow"
+    provider.slow_seconds = 2.5
+    providers = write_providers(
+        tmp_path / "providers.yaml", [{"name": "fake", "address": provider.address}]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; waiting is threaded
+        [sys.executable, "-m", "mcp_gateway"],
+        env=os.environ
+        | {
+            "MCP_PROVIDERS": str(providers),
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_DRAIN_SECONDS": "1.5",
+            "GATEWAY_SHUTDOWN_GRACE_SECONDS": "10",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get(f"{base}/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(ready, 20, "the gateway to be ready")
+            async with mcp_session(f"{base}/mcp") as session:
+                results: list[types.CallToolResult] = []
+
+                async def slow_call() -> None:
+                    result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+                    assert isinstance(result, types.CallToolResult)
+                    results.append(result)
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(slow_call)
+                    await anyio.sleep(0.3)  # the call is in flight at the provider
+                    terminated = time.monotonic()
+                    proc.send_signal(signal.SIGTERM)
+                    await anyio.sleep(0.2)
+                    health = await http.get(f"{base}/health")
+                    assert health.status_code == 503
+                    assert health.json() == {"status": "draining"}
+                    assert health.headers["connection"] == "close"
+                    # Still serving everything while draining.
+                    listed = await session.list_tools()
+                    assert len(listed.tools) == 2
+                (result,) = results
+                assert not result.is_error, result.content
+        _, stderr = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=15))
+        stopped = time.monotonic() - terminated
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "draining for 1.5 s" in stderr
+    assert 1.4 <= stopped < 8, stopped

@@ -4,8 +4,9 @@ What the MCP layer reads (the tool list, readiness) is a snapshot kept current b
 loops, so no MCP request ever waits on a provider it does not call: a provider that accepts RPCs
 and never answers slows nothing but its own tool calls. Per provider, a health loop asks
 ``grpc.health.v1`` every second and a discovery loop runs ``ListCapabilities`` at start, whenever
-health turns SERVING, when a call hints that the tool set moved, every 30 s, and after a
-failure with exponential backoff. Listeners hear about every change of the tool set.
+health turns SERVING or the channel connects anew (a restarted or replaced provider), when a call
+hints that the tool set moved, every 30 s, and after a failure with exponential backoff.
+Listeners hear about every change of the tool set.
 
 Every failure a provider can cause (down, slow, broken answer, tool error) becomes a
 :class:`ProviderCallError` whose message names the provider and says why, bounded in length.
@@ -42,6 +43,9 @@ HEALTH_TIMEOUT_SECONDS: Final = 1.0
 HEALTH_INTERVAL_SECONDS: Final = 1.0
 # A discovered provider is asked again this often (it may have been replaced by a new version).
 REFRESH_INTERVAL_SECONDS: Final = 30.0
+# At start-up the gateway waits this long at most for every provider's first discovery, so its
+# first clients see the tools instead of an empty list followed by list_changed.
+FIRST_DISCOVERY_WAIT_SECONDS: Final = 2.0
 DISCOVERY_BACKOFF_INITIAL_SECONDS: Final = 0.5
 DISCOVERY_BACKOFF_MAX_SECONDS: Final = 30.0
 # The deadline sent to the provider exceeds our own timer by this much: tonic answers an expired
@@ -226,6 +230,7 @@ class ProviderClient:
         self.health = Health("UNKNOWN", "not checked yet")
         self.upstream = Upstream()
         self._wake = asyncio.Event()
+        self.first_attempt = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
 
     @property
@@ -265,6 +270,17 @@ class ProviderClient:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._health_loop(), name=f"health-{self.config.name}")
             group.create_task(self._discovery_loop(), name=f"discovery-{self.config.name}")
+            group.create_task(self._connection_loop(), name=f"connection-{self.config.name}")
+
+    async def _connection_loop(self) -> None:
+        # A new connection may be a new provider process (a restart, a new version behind the
+        # same address): learn its tools, even if health never saw it down between two checks.
+        state = self.channel.get_state(try_to_connect=False)
+        while True:
+            await self.channel.wait_for_state_change(state)
+            previous, state = state, self.channel.get_state(try_to_connect=False)
+            if state == grpc.ChannelConnectivity.READY and previous != state:
+                self.wake_discovery()
 
     async def _health_loop(self) -> None:
         while True:
@@ -282,7 +298,9 @@ class ProviderClient:
         backoff = DISCOVERY_BACKOFF_INITIAL_SECONDS
         while True:
             self._wake.clear()
-            if await self.discover():
+            succeeded = await self.discover()
+            self.first_attempt.set()
+            if succeeded:
                 backoff = DISCOVERY_BACKOFF_INITIAL_SECONDS
                 delay = self.refresh_interval
             else:
@@ -543,6 +561,12 @@ class ProviderRegistry:
     async def __aenter__(self) -> ProviderRegistry:
         self._task = asyncio.create_task(self._run(), name="providers")
         return self
+
+    async def wait_first_discovery(self, seconds: float = FIRST_DISCOVERY_WAIT_SECONDS) -> None:
+        """Wait (at most ``seconds``) until every provider was asked for its tools once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.gather(*(c.first_attempt.wait() for c in self.clients.values()))
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -228,6 +228,7 @@ def create_app(settings: Settings, registry: ProviderRegistry | None = None) -> 
                 "(set one secret on every replica so sessions survive a deploy)"
             )
         async with registry, sessions.run():
+            await registry.wait_first_discovery()
             yield
 
     app = Starlette(
@@ -270,6 +271,7 @@ async def serve_stdio(settings: Settings) -> None:
     mcp_server = build_mcp_server(registry, notifier)
     mcp_server.middleware.append(_StdioSession(notifier))
     async with registry, stdio_server() as (read_stream, write_stream):
+        await registry.wait_first_discovery()
         await mcp_server.run(
             read_stream, write_stream, mcp_server.create_initialization_options(NOTIFICATIONS)
         )
