@@ -3,7 +3,8 @@
 Both run on Node 22 (``.ci/setup.d/40-node.sh`` installs it at /opt/node22; ``MCP_TEST_NODE``
 points elsewhere) from the packages pinned in ``conformance/package-lock.json`` (``make
 test-gateway`` runs ``npm ci`` there first). Missing either fails these tests with what to run:
-they never skip.
+they never skip. Marked ``node`` so a run without Node (the Dagger module's check container)
+deselects them explicitly (``pytest -m "not node"``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import pytest
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.support import FakeProvider, RunningGateway, free_port
+
+pytestmark = pytest.mark.node
 
 PACKAGES = Path(__file__).resolve().parents[1] / "conformance"
 CONFORMANCE = (

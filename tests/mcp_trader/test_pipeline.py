@@ -440,7 +440,7 @@ async def test_ci_function_on_a_pull_request_tests_and_builds_without_publish(
     # The real suite ran: the Rust and Python checks are among the execs.
     commands = exec_args(engine)
     assert ["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"] in commands
-    assert ["uv", "run", "--locked", "pytest"] in commands
+    assert ["uv", "run", "--locked", "pytest", "-m", "not node"] in commands
 
 
 async def test_ci_function_issues_no_two_jobs_on_one_serialized_volume(
