@@ -7,7 +7,9 @@ runs. On top of it:
 
 - binance-provider: the crate's own binary (built with `cargo build --locked`);
 - mcp-gateway: the package and its locked dependencies in a relocatable venv made with the
-  host's Debian `/usr/bin/python3` (bookworm's 3.11, the same as in the base image).
+  host's Debian `/usr/bin/python3` (bookworm's 3.11, the same as in the base image);
+- proxy: Debian's HAProxy 2.6 package (compose.yml pins the official image, which cannot be
+  pulled here; the tests set PROXY_IMAGE to this one).
 
 Each version is pushed to the local registry under the production names
 (`<prefix>/binance-provider:<tag>`, `<prefix>/mcp-gateway:<tag>`) and then removed from the
@@ -34,6 +36,10 @@ NAMESPACE = os.environ.get("MCP_TRADER_TEST_NAMESPACE", "mcp-trader/mcp-trader")
 PREFIX = f"{REGISTRY}/{NAMESPACE}"
 # Bump the suffix when the base's contents change; an existing image is reused as is.
 BASE_IMAGE = "mcp-trader-test/bookworm-python3:1"
+# Built once per machine from BASE_IMAGE (apt-get inside the build: containers reach Debian's
+# mirror); pushed under PREFIX as PROXY_IMAGE for every session.
+PROXY_BASE_IMAGE = "mcp-trader-test/haproxy:1"
+PROXY_IMAGE = f"{PREFIX}/haproxy:2.6-bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_PYTHON = "/usr/bin/python3"
 LOCK_FILE = "/tmp/mcp-trader-deploy-test-images.lock"
@@ -111,6 +117,25 @@ def ensure_base_image() -> str:
     return BASE_IMAGE
 
 
+def push_proxy_image(base: str) -> str:
+    """The proxy test image, built once per machine, pushed to the registry as PROXY_IMAGE."""
+    if not image_exists(PROXY_BASE_IMAGE):
+        run(
+            [
+                "docker", "build", "--quiet",
+                "--file", str(HERE / "images" / "proxy.Dockerfile"),
+                "--build-arg", f"BASE={base}",
+                "--tag", PROXY_BASE_IMAGE,
+                str(HERE / "images"),
+            ],
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )  # fmt: skip
+    run(["docker", "tag", PROXY_BASE_IMAGE, PROXY_IMAGE])
+    run(["docker", "push", "--quiet", PROXY_IMAGE])
+    run(["docker", "image", "rm", "--no-prune", PROXY_IMAGE])
+    return PROXY_IMAGE
+
+
 def provider_binary() -> Path:
     """The crate's `binance-provider` binary (debug profile: `make test-provider` already built
     it, so this is a no-op in CI; the contract is the same as the release build's)."""
@@ -180,6 +205,7 @@ def build_and_push(versions: tuple[Version, ...] = ALL_VERSIONS) -> None:
 
 def _build_and_push(versions: tuple[Version, ...]) -> None:
     base = ensure_base_image()
+    push_proxy_image(base)
     binary = provider_binary()
     with tempfile.TemporaryDirectory(prefix="mcp-trader-images-") as tmp:
         ctx_p = Path(tmp) / "provider"
