@@ -138,7 +138,8 @@ async def test_secrets_are_mounted_by_reference_and_never_sent(
     )
     # The token is mounted after the copies, only for the step that runs the script.
     token_chain = [s.field for s in mounts[deploy.TOKEN_PATH].receiver.steps]
-    assert token_chain.count("withExec") == 4  # apk, prepare, two copies
+    plan = expected_plan("r", ["status"])
+    assert token_chain.count("withExec") == 2 + len(plan.copies)  # apk, prepare, the copies
 
 
 async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
@@ -148,6 +149,8 @@ async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
         "/bundle/compose.yml",
         "/bundle/deploy/providers.yaml",
         "/bundle/deploy/mcp-trader-deploy.sh",
+        "/bundle/deploy/rollout.sh",
+        "/bundle/deploy/proxy/haproxy.cfg",
     }
     for path, src in files.items():
         assert src.arg("file", "path") == path.removeprefix("/bundle/")
@@ -246,7 +249,7 @@ async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> N
     # The copies and the script are chained after the prepare step: they cannot run first.
     (run,) = [c for c in engine.calls("withExec") if c.args["args"][-1].startswith("bash ")]
     before = [s.args["args"][0] for s in run.receiver.steps if s.field == "withExec"]
-    assert before == ["apk", "ssh", "scp", "scp"]
+    assert before == ["apk", "ssh", *["scp"] * len(expected_plan("r", ["status"]).copies)]
     assert "mkdir" in [s for s in run.receiver.steps if s.field == "withExec"][1].args["args"][-1]
 
 

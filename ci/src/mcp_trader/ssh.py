@@ -17,6 +17,7 @@ Security choices, all on every command line:
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 import shlex
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ BUNDLE_FILES: Final = (
     ("compose.yml", "compose.yml"),
     ("deploy/providers.yaml", "deploy/providers.yaml"),
     (f"deploy/{SCRIPT_NAME}", f"deploy/{SCRIPT_NAME}"),
+    ("deploy/rollout.sh", "deploy/rollout.sh"),
+    ("deploy/proxy/haproxy.cfg", "deploy/proxy/haproxy.cfg"),
 )
 # Fresh bundles land here (under the deploy directory), one directory per run, so a deploy
 # never overwrites the files of another deploy that is still running; the server script moves
@@ -250,11 +253,18 @@ def plan(
     path = validate_path(path)
     stage = f"{path}/{INCOMING_DIR}/{validate_run_id(run_id)}"
     root = bundle_root.rstrip("/")
-    top = [f"{root}/{src}" for src, dst in BUNDLE_FILES if "/" not in dst]
-    sub = [f"{root}/{src}" for src, dst in BUNDLE_FILES if dst.startswith("deploy/")]
+    # One scp per destination directory (scp copies files into an existing directory).
+    dirs = sorted({posixpath.dirname(dst) for _, dst in BUNDLE_FILES})
+    copies = [
+        target.scp(
+            [f"{root}/{src}" for src, dst in BUNDLE_FILES if posixpath.dirname(dst) == d],
+            f"{stage}/{d}" if d else stage,
+        )
+        for d in dirs
+    ]
     return Plan(
-        prepare=target.ssh(["mkdir", "-p", "--", f"{stage}/deploy"]),
-        copies=[target.scp(top, stage), target.scp(sub, f"{stage}/deploy")],
+        prepare=target.ssh(["mkdir", "-p", "--", *(f"{stage}/{d}" for d in dirs if d)]),
+        copies=copies,
         run=target.ssh(
             [
                 "bash",
