@@ -1,0 +1,190 @@
+"""Verifying an image: its signature, its provenance and its SBOM, under one policy.
+
+The order of checks, each a cosign or crane command from cosign.py run by a `Runner` (the
+module's tools container in Dagger, a subprocess in the tests: the same argv either way):
+
+1. resolve the reference to one digest (`crane digest`), unless it is already pinned;
+2. the signature of that digest (`cosign verify`);
+3. the SLSA provenance attestation (`cosign verify-attestation --type slsaprovenance1`): signed
+   under the same policy and about the same digest; its source commit must agree with a
+   `sha-<hex>` tag the image was asked for by, and its repository with the expected one;
+4. the SBOM attestation (`--type spdxjson`), likewise; its package counts are reported.
+
+Each refusal raises `VerificationError` naming the check, the digest and the policy; the
+report of a success names the digest, the signer, the source commit, the builder and the
+SBOM's contents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from . import provenance as _provenance
+from . import sbom as _sbom
+from .cosign import (
+    PROVENANCE_TYPE,
+    SBOM_TYPE,
+    Policy,
+    Signature,
+    Signer,
+    VerificationError,
+    attest_argv,
+    describe_failure,
+    digest_argv,
+    parse_attestations,
+    parse_digest,
+    parse_reference,
+    parse_signatures,
+    sign_argv,
+    verify_argv,
+    verify_attestation_argv,
+)
+
+_SHA_TAG = re.compile(r"sha-(?P<hex>[0-9a-f]{7,40})")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: its exit code and output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+Runner = Callable[[list[str]], Awaitable[Result]]
+"""Runs one argv (cosign or crane) and returns its result; never raises for a non-zero exit."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An image that passed every check, and what the checks established."""
+
+    reference: str
+    repository: str
+    digest: str
+    signatures: tuple[Signature, ...]
+    provenance: _provenance.Facts
+    sbom: _sbom.Summary
+    policy: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+    def report(self) -> str:
+        signers = sorted(
+            {s.signer + (f" ({s.issuer})" if s.issuer else "") for s in self.signatures}
+        )
+        lines = [
+            f"verified {self.reference}",
+            f"digest: {self.digest}",
+            f"policy: {self.policy}",
+            f"signer: {', '.join(signers)}",
+            *self.provenance.lines(),
+            f"sbom: {self.sbom.line()}",
+        ]
+        return "\n".join(lines)
+
+
+async def resolve(run: Runner, image: str) -> str:
+    """The digest `image` names in its registry (the digest itself when already pinned)."""
+    ref = parse_reference(image)
+    result = await run(digest_argv(image))
+    if result.exit_code != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        raise VerificationError(
+            f"cannot resolve {image} in its registry: {reason[-1] if reason else 'crane failed'}"
+        )
+    digest = parse_digest(result.stdout, image)
+    if ref.digest is not None and digest != ref.digest:
+        raise VerificationError(
+            f"{image} is pinned to {ref.digest} but the registry serves {digest}"
+        )
+    return digest
+
+
+async def verify_image(
+    run: Runner,
+    image: str,
+    policy: Policy,
+    *,
+    expected_repository: str | None = None,
+) -> Verified:
+    """Check `image` under `policy`; returns what was verified or raises `VerificationError`."""
+    ref = parse_reference(image)
+    digest = await resolve(run, image)
+    pinned = ref.pinned(digest)
+
+    async def checked(step: str, argv: list[str]) -> str:
+        result = await run(argv)
+        if result.exit_code != 0:
+            raise VerificationError(
+                describe_failure(step, pinned, result.stderr or result.stdout, policy)
+            )
+        return result.stdout
+
+    signatures = parse_signatures(
+        await checked("signature check", verify_argv(pinned, policy)), digest, policy
+    )
+    provenance_docs = parse_attestations(
+        await checked(
+            "provenance attestation check",
+            verify_attestation_argv(pinned, PROVENANCE_TYPE, policy),
+        ),
+        digest,
+        PROVENANCE_TYPE,
+    )
+    facts = _provenance.facts(provenance_docs)
+    check_source(ref.tag, facts, expected_repository, pinned)
+    sbom_docs = parse_attestations(
+        await checked("SBOM attestation check", verify_attestation_argv(pinned, SBOM_TYPE, policy)),
+        digest,
+        SBOM_TYPE,
+    )
+    try:
+        summary = _sbom.summarize(sbom_docs[-1].get("predicate"))
+    except _sbom.SbomError as error:
+        raise VerificationError(
+            f"the SBOM attestation of {pinned} is unreadable: {error}"
+        ) from None
+    return Verified(
+        reference=image,
+        repository=ref.repository,
+        digest=digest,
+        signatures=tuple(signatures),
+        provenance=facts,
+        sbom=summary,
+        policy=policy.describe(),
+    )
+
+
+def check_source(
+    tag: str | None, facts: _provenance.Facts, expected_repository: str | None, image: str
+) -> None:
+    """The provenance must be about the commit a `sha-` tag names and the expected repository."""
+    match = _SHA_TAG.fullmatch(tag or "")
+    if match is not None and not facts.commit.startswith(match["hex"]):
+        raise VerificationError(
+            f"{image} was asked for as {tag} but its provenance says it was built from commit "
+            f"{facts.commit}: refusing a mismatching image"
+        )
+    if expected_repository is not None and facts.repository.rstrip(
+        "/"
+    ) != expected_repository.rstrip("/"):
+        raise VerificationError(
+            f"{image} was built from {facts.repository}, not {expected_repository}: refusing it"
+        )
+
+
+def sign_steps(
+    image: str, signer: Signer, *, provenance_file: str, sbom_file: str
+) -> Sequence[tuple[str, list[str]]]:
+    """What publish runs for one pushed digest, in order: sign, then both attestations."""
+    return (
+        ("sign", sign_argv(image, signer)),
+        ("attest provenance", attest_argv(image, provenance_file, PROVENANCE_TYPE, signer)),
+        ("attest SBOM", attest_argv(image, sbom_file, SBOM_TYPE, signer)),
+    )
