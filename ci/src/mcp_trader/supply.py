@@ -1,0 +1,279 @@
+"""The Dagger side of the supply chain: the tools container, SBOMs, signing and verification.
+
+Thin adapters over the pure command lines (cosign.py) and checks (verify.py):
+- `tools()`: one container holding cosign, syft and crane from their official images, each
+  pinned by digest, on crane's `debug` image (the only one of the three with a shell);
+- registry credentials reach it only as Secrets: a fixed wrapper (`LOGIN`) pipes the password
+  secret into `crane auth login --password-stdin`, writing the docker config into a temporary
+  mount that lives for that one exec, then exec's the tool; the values are never in a query,
+  an argv, a layer or a log;
+- every exec carries a fresh nonce, so the engine never answers a signature check or a
+  registry look-up from its cache (the registry's state is what is being checked).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import dagger
+from dagger import dag
+
+from .cosign import (
+    COSIGN_IMAGE,
+    CRANE_IMAGE,
+    SYFT_IMAGE,
+    KeylessPolicy,
+    KeylessSigner,
+    KeyPolicy,
+    KeySigner,
+    Policy,
+    Signer,
+    parse_reference,
+    sbom_argv,
+)
+from .verify import Result, Runner, Verified, resolve, sign_steps, verify_image
+
+BIN: Final = "/usr/local/bin"
+SHELL: Final = "/busybox/sh"
+#: Where secrets and inputs are mounted in the tools container.
+KEY_FILE: Final = "/run/cosign/cosign.key"
+PUBLIC_KEY_FILE: Final = "/run/cosign/cosign.pub"
+PROVENANCE_FILE: Final = "/in/provenance.json"
+SBOM_FILE: Final = "/in/sbom.spdx.json"
+IMAGE_TARBALL: Final = "/in/image.tar"
+SBOM_OUT: Final = "/out/sbom.spdx.json"
+DOCKER_CONFIG: Final = "/run/docker"
+#: Log in from the secret env vars, then run the tool given as arguments. Fixed text: no value
+#: is ever interpolated into it; the tool's argv follows as positional parameters.
+LOGIN: Final = (
+    'printf %s "$REGISTRY_PASSWORD" | crane auth login "$REGISTRY_HOST" '
+    '--username "$REGISTRY_USERNAME" --password-stdin >/dev/null && exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry host, the password as a Secret."""
+
+    host: str
+    username: str
+    password: dagger.Secret
+
+
+def tools() -> dagger.Container:
+    """cosign, syft and crane (official images, pinned by digest) with a busybox shell."""
+    return (
+        dag.container()
+        .from_(CRANE_IMAGE)
+        .with_file(f"{BIN}/cosign", dag.container().from_(COSIGN_IMAGE).file("/ko-app/cosign"))
+        .with_file(f"{BIN}/syft", dag.container().from_(SYFT_IMAGE).file("/syft"))
+        .with_file(f"{BIN}/crane", dag.container().from_(CRANE_IMAGE).file("/ko-app/crane"))
+        .with_env_variable("PATH", f"{BIN}:/busybox:/ko-app")
+        .with_env_variable("HOME", "/tmp")  # noqa: S108 - the container's own, nothing shared
+        .with_env_variable("DOCKER_CONFIG", DOCKER_CONFIG)
+        .with_env_variable("SYFT_CHECK_FOR_APP_UPDATE", "false")
+        .with_env_variable("COSIGN_YES", "true")
+    )
+
+
+def with_auth(ctr: dagger.Container, auth: RegistryAuth | None) -> dagger.Container:
+    """The login's inputs: host and user as plain values, the password as a secret variable."""
+    if auth is None:
+        return ctr
+    return (
+        ctr.with_env_variable("REGISTRY_HOST", auth.host)
+        .with_env_variable("REGISTRY_USERNAME", auth.username)
+        .with_secret_variable("REGISTRY_PASSWORD", auth.password)
+    )
+
+
+def wrapped(argv: list[str], auth: RegistryAuth | None) -> list[str]:
+    """The argv as run in the tools container: behind the login wrapper when there is a login."""
+    return argv if auth is None else [SHELL, "-c", LOGIN, "login", *argv]
+
+
+def runner(base: dagger.Container, auth: RegistryAuth | None = None) -> Runner:
+    """A `Runner` that runs each argv in `base` (the tools container plus mounted inputs)."""
+    prepared = with_auth(base, auth).with_mounted_temp(DOCKER_CONFIG)
+
+    async def run(argv: list[str]) -> Result:
+        done = prepared.with_env_variable("MCP_TRADER_NONCE", uuid.uuid4().hex).with_exec(
+            wrapped(argv, auth), expect=dagger.ReturnType.ANY
+        )
+        return Result(await done.exit_code(), await done.stdout(), await done.stderr())
+
+    return run
+
+
+def with_signer(
+    ctr: dagger.Container,
+    signer: Signer,
+    *,
+    key: dagger.Secret | None = None,
+    key_password: dagger.Secret | None = None,
+    oidc_request_url: dagger.Secret | None = None,
+    oidc_request_token: dagger.Secret | None = None,
+) -> dagger.Container:
+    """The signer's secrets, mounted or in secret variables (cosign reads them from there)."""
+    if isinstance(signer, KeySigner):
+        if key is None:
+            raise ValueError("a key signer needs its private key secret")
+        ctr = ctr.with_mounted_secret(KEY_FILE, key)
+        if key_password is not None:
+            return ctr.with_secret_variable("COSIGN_PASSWORD", key_password)
+        return ctr.with_env_variable("COSIGN_PASSWORD", "")
+    if oidc_request_url is None or oidc_request_token is None:
+        raise ValueError(
+            "keyless signing needs the GitHub OIDC request URL and token (--oidc-request-url "
+            "env://ACTIONS_ID_TOKEN_REQUEST_URL --oidc-request-token "
+            "env://ACTIONS_ID_TOKEN_REQUEST_TOKEN, with `id-token: write` on the job)"
+        )
+    # cosign's GitHub provider fetches the workflow's identity token with these two.
+    return ctr.with_secret_variable(
+        "ACTIONS_ID_TOKEN_REQUEST_URL", oidc_request_url
+    ).with_secret_variable("ACTIONS_ID_TOKEN_REQUEST_TOKEN", oidc_request_token)
+
+
+def signer_for(key: dagger.Secret | None) -> Signer:
+    """A key signer when a key is given, keyless otherwise."""
+    return KeySigner(KEY_FILE) if key is not None else KeylessSigner()
+
+
+def policy_for(
+    *,
+    public_key: dagger.File | None,
+    certificate_identity: str | None,
+    certificate_identity_regexp: str | None,
+    certificate_oidc_issuer: str,
+) -> Policy:
+    """One policy from verify's flags: a public key, or a keyless identity (exact or regexp)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--public-key", public_key),
+            ("--certificate-identity", certificate_identity),
+            ("--certificate-identity-regexp", certificate_identity_regexp),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of --public-key, --certificate-identity or "
+            f"--certificate-identity-regexp (got {', '.join(given) or 'none'}): the key that "
+            "signed, or the workflow identity of a keyless signature, e.g. "
+            "https://github.com/OWNER/REPO/.github/workflows/ci.yml@refs/heads/main"
+        )
+    if public_key is not None:
+        return KeyPolicy(PUBLIC_KEY_FILE)
+    if certificate_identity is not None:
+        return KeylessPolicy(certificate_identity, certificate_oidc_issuer)
+    assert certificate_identity_regexp is not None
+    return KeylessPolicy(certificate_identity_regexp, certificate_oidc_issuer, identity_regexp=True)
+
+
+def verifier(
+    policy: Policy, public_key: dagger.File | None, auth: RegistryAuth | None = None
+) -> Runner:
+    """The runner verification uses: the tools plus the public key (key policies)."""
+    ctr = tools()
+    if isinstance(policy, KeyPolicy):
+        assert public_key is not None
+        ctr = ctr.with_mounted_file(PUBLIC_KEY_FILE, public_key)
+    return runner(ctr, auth)
+
+
+async def verify(
+    image: str,
+    policy: Policy,
+    public_key: dagger.File | None,
+    auth: RegistryAuth | None = None,
+    expected_repository: str | None = None,
+) -> Verified:
+    """Resolve, then check signature, provenance and SBOM of `image` (verify.py)."""
+    parse_reference(image)
+    return await verify_image(
+        verifier(policy, public_key, auth), image, policy, expected_repository=expected_repository
+    )
+
+
+async def digest(image: str, auth: RegistryAuth | None = None) -> str | None:
+    """The digest a tag names in its registry, or None when the registry has no such tag."""
+    from .cosign import VerificationError
+
+    try:
+        return await resolve(runner(tools(), auth), image)
+    except VerificationError as error:
+        if _not_found(str(error)):
+            return None
+        raise
+
+
+def _not_found(message: str) -> bool:
+    lowered = message.lower()
+    return "manifest_unknown" in lowered or "not found" in lowered or "name_unknown" in lowered
+
+
+def sbom(container: dagger.Container, *, name: str, version: str | None = None) -> dagger.File:
+    """syft's SPDX 2.3 JSON SBOM of `container`, from the image itself (its OCI tarball)."""
+    scan = (
+        tools()
+        .with_mounted_file(IMAGE_TARBALL, container.as_tarball())
+        .with_directory("/out", dag.directory())
+        .with_exec(sbom_argv(f"oci-archive:{IMAGE_TARBALL}", SBOM_OUT, name=name, version=version))
+    )
+    return scan.file(SBOM_OUT)
+
+
+async def sign_and_attest(
+    image: str,
+    *,
+    signer: Signer,
+    provenance: Mapping[str, Any],
+    sbom_file: dagger.File,
+    auth: RegistryAuth,
+    key: dagger.Secret | None = None,
+    key_password: dagger.Secret | None = None,
+    oidc_request_url: dagger.Secret | None = None,
+    oidc_request_token: dagger.Secret | None = None,
+) -> list[str]:
+    """Sign `image` (pinned by digest), then attach provenance and SBOM; stops at a failure.
+
+    Returns the names of the steps done; a failing step raises `SigningError` naming it.
+    """
+    base = with_signer(
+        tools()
+        .with_new_file(PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True))
+        .with_mounted_file(SBOM_FILE, sbom_file),
+        signer,
+        key=key,
+        key_password=key_password,
+        oidc_request_url=oidc_request_url,
+        oidc_request_token=oidc_request_token,
+    )
+    run = runner(base, auth)
+    done: list[str] = []
+    for step, argv in sign_steps(
+        image, signer, provenance_file=PROVENANCE_FILE, sbom_file=SBOM_FILE
+    ):
+        result = await run(argv)
+        if result.exit_code != 0:
+            output = (result.stderr or result.stdout).strip().splitlines()
+            raise SigningError(
+                f"{step} of {image} failed (exit {result.exit_code}): "
+                f"{output[-1] if output else 'cosign gave no reason'}"
+            )
+        done.append(step)
+    return done
+
+
+class SigningError(Exception):
+    """cosign could not sign or attest a pushed digest."""
+
+
+async def resolved_base(image: str, platform: dagger.Platform | None = None) -> str:
+    """`image` as the engine resolves it now: `name:tag@sha256:...` (for provenance)."""
+    return await dag.container(platform=platform).from_(image).image_ref()
