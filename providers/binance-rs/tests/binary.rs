@@ -399,7 +399,11 @@ async fn healthcheck_connects_with_tcp_nodelay() {
     // accept: poll briefly rather than read once.
     let deadline = Instant::now() + Duration::from_secs(1);
     let sockets = loop {
-        let sockets = common::connected_sockets(client_addr);
+        // (Linux may give the same ephemeral port to connections to other peers: filter by peer.)
+        let sockets: Vec<_> = common::connected_sockets(client_addr)
+            .into_iter()
+            .filter(|(peer, _)| *peer == addr)
+            .collect();
         if sockets == [(addr, true)] || Instant::now() > deadline {
             break sockets;
         }

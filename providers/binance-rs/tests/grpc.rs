@@ -427,8 +427,8 @@ async fn retries_stop_at_the_calls_deadline() {
 
 #[tokio::test]
 async fn a_callers_shorter_grpc_deadline_gets_a_timeout_answer_in_time() {
-    // Binance hangs and the provider's own limits are long: the caller's 1 s deadline decides,
-    // and the caller gets the provider's TIMEOUT answer rather than a bare CANCELLED.
+    // Binance hangs and the provider's own limits are long: the caller's 2 s deadline decides,
+    // and the caller gets the provider's TIMEOUT answer (at 1.8 s) rather than a bare CANCELLED.
     let fake = FakeBinance::start().await;
     let provider = Provider::start(Config {
         request_timeout: Duration::from_secs(20),
@@ -436,28 +436,36 @@ async fn a_callers_shorter_grpc_deadline_gets_a_timeout_answer_in_time() {
         ..test_config(&fake.url)
     })
     .await;
-    let mut client = provider.client().await;
+    let client = provider.client().await;
     fake.fail(Mode::Hang, usize::MAX);
-    for tool in ["binance.get_ticker", "binance.market_report"] {
-        let mut request = tonic::Request::new(binance_provider::proto::InvokeRequest {
-            tool: tool.into(),
-            arguments_json: r#"{"symbol":"BTCUSDT"}"#.into(),
-            request_id: "short-deadline".into(),
-        });
-        request.set_timeout(Duration::from_secs(1));
-        let started = Instant::now();
-        let outcome = client
-            .invoke(request)
-            .await
-            .expect("an answer before the deadline, not a gRPC error")
-            .into_inner()
-            .outcome
-            .unwrap();
-        let elapsed = started.elapsed();
+    let calls = ["binance.get_ticker", "binance.market_report"].map(|tool| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut request = tonic::Request::new(binance_provider::proto::InvokeRequest {
+                tool: tool.into(),
+                arguments_json: r#"{"symbol":"BTCUSDT"}"#.into(),
+                request_id: "short-deadline".into(),
+            });
+            request.set_timeout(Duration::from_secs(2));
+            let started = Instant::now();
+            let outcome = client
+                .invoke(request)
+                .await
+                .unwrap_or_else(|s| panic!("{tool}: a gRPC error instead of an answer: {s}"))
+                .into_inner()
+                .outcome
+                .unwrap();
+            (tool, outcome, started.elapsed())
+        })
+    });
+    for call in calls {
+        let (tool, outcome, elapsed) = call.await.unwrap();
         let e = err(outcome, ErrorCode::Timeout);
         assert!(e.message.contains("deadline"), "{tool}: {}", e.message);
-        assert!(elapsed < Duration::from_secs(1), "{tool}: {elapsed:?}");
-        assert!(elapsed >= Duration::from_millis(800), "{tool}: {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(1_700),
+            "{tool}: {elapsed:?}"
+        );
     }
 }
 
@@ -676,10 +684,13 @@ async fn accepted_connections_have_tcp_nodelay() {
     // reading distinguishes the two.
     let raw = tokio::net::TcpStream::connect(provider.addr).await.unwrap();
     let raw_local = raw.local_addr().unwrap();
-    assert_eq!(
-        common::connected_sockets(raw_local),
-        [(provider.addr, false)]
-    );
+    // (Linux may give the same ephemeral port to connections to other peers: filter by peer.)
+    let raw_side: Vec<bool> = common::connected_sockets(raw_local)
+        .into_iter()
+        .filter(|(peer, _)| *peer == provider.addr)
+        .map(|(_, nodelay)| nodelay)
+        .collect();
+    assert_eq!(raw_side, [false]);
     // The server accepts in the background: poll until both connections are accepted.
     let deadline = Instant::now() + Duration::from_secs(5);
     let accepted = loop {
