@@ -16,7 +16,14 @@ import mcp_types as types
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.support import FakeProvider, free_port, mcp_session, wait_until, write_providers
+from tests.support import (
+    FakeProvider,
+    Notifications,
+    free_port,
+    mcp_session,
+    wait_until,
+    write_providers,
+)
 
 
 async def test_stdio_mode_lists_and_calls_tools(provider: FakeProvider, tmp_path: Path) -> None:
@@ -43,6 +50,34 @@ async def test_stdio_mode_lists_and_calls_tools(provider: FakeProvider, tmp_path
     assert result.structured_content == {"echo": {"symbol": "SOLUSDT"}}
     # Logs go to stderr, never into the protocol stream.
     assert "mcp_gateway" in (tmp_path / "stderr.log").read_text()
+
+
+async def test_stdio_client_is_told_when_a_late_provider_brings_its_tools(tmp_path: Path) -> None:
+    late = FakeProvider()
+    late.port = free_port()
+    providers = write_providers(
+        tmp_path / "providers.yaml", [{"name": "fake", "address": late.address}]
+    )
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_gateway", "--stdio"],
+        env={"MCP_PROVIDERS": str(providers)},
+    )
+    notes = Notifications()
+    try:
+        with (tmp_path / "stderr.log").open("w") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write, message_handler=notes) as session,
+            ):
+                await session.initialize()
+                assert (await session.list_tools()).tools == []
+                late.start()
+                await notes.wait_for_more(0, 20)
+                names = {t.name for t in (await session.list_tools()).tools}
+        assert names == {"fake.echo", "fake.list"}
+    finally:
+        late.close()
 
 
 def test_http_mode_serves_on_gateway_port_and_stops_on_sigterm(
