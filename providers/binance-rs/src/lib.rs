@@ -18,6 +18,9 @@ pub mod tools;
 #[allow(clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("provider.v1");
+
+    /// The encoded `FileDescriptorSet` of `provider.v1`, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("provider_v1");
 }
 
 /// The provider name reported by `ListCapabilities`; every tool name is prefixed with it.

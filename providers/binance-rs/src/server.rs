@@ -1,4 +1,5 @@
-//! The gRPC server: `provider.v1.Provider` plus `grpc.health.v1.Health`, with bounded graceful shutdown.
+//! The gRPC server: `provider.v1.Provider`, `grpc.health.v1.Health` and gRPC reflection (v1 and
+//! v1alpha), with a drain and a bounded graceful shutdown.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -179,6 +180,8 @@ pub enum ServeError {
     Config(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Serves until `shutdown` completes, then drains and stops:
@@ -203,11 +206,23 @@ pub async fn serve(
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
 
+    // Reflection lets grpcurl, ghz, Postman and the like call the server without the .proto.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    // v1alpha for older clients (grpcurl before 1.9, many language runtimes' tooling).
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
     let local = listener.local_addr().ok();
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
         .add_service(health)
         .add_service(ProviderServer::new(provider))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         // Without TCP_NODELAY a one-at-a-time caller waits out Nagle + delayed ACK (~40 ms) on every
         // call; TcpIncoming::from ignores Server::tcp_nodelay, so it is set on the stream itself.
         .serve_with_incoming_shutdown(

@@ -769,3 +769,87 @@ async fn every_result_validates_against_its_declared_output_schema() {
         assert!(called > 0, "no call exercises {}", tool.name);
     }
 }
+
+/// Asks the reflection service `$v` (v1 or v1alpha) of `addr` for its services and for the file
+/// that defines `provider.v1.Provider`, as grpcurl does; returns the names and that file.
+macro_rules! reflect {
+    ($v:ident, $addr:expr) => {{
+        use prost::Message;
+        use tonic_reflection::pb::$v::ServerReflectionRequest;
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", $addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol("provider.v1.Provider".into()),
+        ]
+        .map(|r| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(r),
+        });
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut services = Vec::new();
+        let mut file = None;
+        while let Some(answer) = answers.message().await.unwrap() {
+            match answer.message_response.unwrap() {
+                MessageResponse::ListServicesResponse(list) => {
+                    services = list.service.into_iter().map(|s| s.name).collect::<Vec<_>>();
+                }
+                MessageResponse::FileDescriptorResponse(files) => {
+                    file = Some(
+                        prost_types::FileDescriptorProto::decode(
+                            &files.file_descriptor_proto[0][..],
+                        )
+                        .unwrap(),
+                    );
+                }
+                other => panic!("unexpected reflection answer {other:?}"),
+            }
+        }
+        (services, file.expect("no file for provider.v1.Provider"))
+    }};
+}
+
+#[tokio::test]
+async fn reflection_lists_both_services_in_v1_and_v1alpha() {
+    let (_fake, provider) = setup().await;
+    for (version, (mut services, file)) in [
+        ("v1", reflect!(v1, provider.addr)),
+        ("v1alpha", reflect!(v1alpha, provider.addr)),
+    ] {
+        services.sort();
+        assert_eq!(
+            services,
+            [
+                "grpc.health.v1.Health".to_string(),
+                format!("grpc.reflection.{version}.ServerReflection"),
+                "provider.v1.Provider".to_string(),
+            ],
+            "{version}"
+        );
+        // Enough for a client to call Invoke without the .proto: the service and its methods.
+        assert_eq!(file.package(), "provider.v1");
+        let service = file
+            .service
+            .iter()
+            .find(|s| s.name() == "Provider")
+            .unwrap();
+        let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, ["ListCapabilities", "Invoke"], "{version}");
+        assert!(
+            file.message_type
+                .iter()
+                .any(|m| m.name() == "InvokeRequest")
+        );
+    }
+}
