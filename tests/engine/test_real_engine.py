@@ -81,3 +81,22 @@ def test_gateway_image_serves_health_as_non_root() -> None:
         "python -m mcp_gateway.healthcheck && exit 0; sleep 0.2; done; exit 1"
     )
     dagger_call("build-gateway", "with-exec", f"--args=sh,-c,{script}", "sync")
+
+
+def test_the_allowlist_uploads_the_contract_the_build_compiles() -> None:
+    # The engine applies `source`'s Ignore (sources.SOURCE_IGNORE) with .dockerignore rules, not
+    # the .gitignore ones the docs name: the .proto build.rs compiles must arrive all the same.
+    proto = dagger_call(
+        "provider-builder",
+        "file",
+        "--path=/src/providers/proto/provider/v1/provider.proto",
+        "contents",
+    )
+    assert "package provider.v1;" in proto
+    assert proto == (REPO / "providers/proto/provider/v1/provider.proto").read_text()
+
+
+def test_an_arm64_build_is_an_arm64_image() -> None:
+    for function in ("build-provider", "build-gateway"):
+        out = dagger_call(function, "--platform=linux/arm64", "platform")
+        assert out.strip() == "linux/arm64", (function, out)

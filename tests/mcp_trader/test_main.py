@@ -217,3 +217,16 @@ def test_dagger_json_pins_the_engine_the_sdk_was_tested_with() -> None:
     assert config["source"] == "ci"
     assert config["engineVersion"] == f"v{version('dagger-io')}"
     assert (REPO / "ci" / "src" / "mcp_trader" / "__init__.py").exists()
+
+
+def test_the_module_lock_pins_the_versions_the_tests_run_on() -> None:
+    # The runtime rewrites dagger-io's entry (its vendored SDK) and keeps these pins
+    # (ci/pyproject.toml says how): they must be the ones tested here, from the root uv.lock.
+    import tomllib
+
+    module_lock = tomllib.loads((REPO / "ci" / "uv.lock").read_text())
+    root_lock = tomllib.loads((REPO / "uv.lock").read_text())
+    tested = {p["name"]: p["version"] for p in root_lock["package"]}
+    pinned = {p["name"]: p["version"] for p in module_lock["package"] if p["name"] != "mcp-trader"}
+    assert pinned["dagger-io"] == tested["dagger-io"] == "0.21.11"
+    assert {name: tested.get(name) for name in pinned} == pinned
