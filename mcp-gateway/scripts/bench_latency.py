@@ -235,12 +235,54 @@ def _start_gateway(providers: list[dict[str, Any]], workdir: Path) -> tuple[Proc
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _ghz(ghz: str, address: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, calls/s) of ghz (a Go gRPC load tool) calling get_ticker directly."""
+    proto = REPO / "providers" / "proto" / "provider" / "v1" / "provider.proto"
+    arguments = json.dumps({"symbol": SYMBOL})
+    done = subprocess.run(
+        [
+            ghz,
+            "--insecure",
+            "--proto",
+            str(proto),
+            "--import-paths",
+            str(proto.parents[2]),
+            "--call",
+            "provider.v1.Provider/Invoke",
+            "-d",
+            json.dumps({"tool": "binance.get_ticker", "arguments_json": arguments}),
+            "-c",
+            str(clients),
+            "--connections",
+            str(clients),
+            "-z",
+            f"{seconds}s",
+            "--format",
+            "json",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    report = json.loads(done.stdout)
+    latency = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
+    return latency[50], latency[99], float(report["rps"])
+
+
 def _ms(p50: float, p99: float) -> str:
     return f"{p50:.2f} / {p99:.2f} ms"
 
 
 async def _measure(
-    address: str, base: str, hung_base: str, pids: tuple[int, int], calls: int, seconds: float
+    address: str,
+    base: str,
+    hung_base: str,
+    pids: tuple[int, int],
+    calls: int,
+    seconds: float,
+    ghz: str | None,
 ) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     rss_before = (_rss_mib(pids[0]), _rss_mib(pids[1]))
@@ -266,11 +308,32 @@ async def _measure(
                 f"{direct_rate:.0f} / {mcp_rate:.0f}",
             )
         )
+    if ghz:
+        for clients in (1, 8, 32):
+            p50, p99, rate = await asyncio.to_thread(_ghz, ghz, address, clients, seconds)
+            rows.append(
+                (
+                    f"direct gRPC with ghz (Go), {clients} concurrent clients: p50 / p99, calls/s",
+                    f"{_ms(p50, p99)}, {rate:.0f}",
+                )
+            )
     rss_after = (_rss_mib(pids[0]), _rss_mib(pids[1]))
     for i, name in enumerate(("gateway", "provider")):
         rows.append(
             (f"RSS {name}: before / after", f"{rss_before[i]:.1f} / {rss_after[i]:.1f} MiB")
         )
+
+    # What an abandoned session costs (the Inspector never DELETEs): RSS per open session.
+    sessions = 200
+    before = _rss_mib(pids[0])
+    async with _RawJsonRpc(f"{base}/mcp") as _:
+        for _ in range(sessions - 1):
+            async with _RawJsonRpc(f"{base}/mcp"):
+                pass
+    per_session = (_rss_mib(pids[0]) - before) * 1024 / sessions
+    rows.append(
+        (f"gateway RSS per open idle session ({sessions} opened)", f"{per_session:.0f} KiB")
+    )
 
     # A gateway that also has a hung provider: tools/list answers from what is known.
     http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0))
@@ -294,6 +357,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500, help="timed calls per latency row")
     parser.add_argument("--seconds", type=float, default=5, help="seconds per throughput row")
     parser.add_argument("--provider-bin", help="binance-provider binary (default: target/release)")
+    parser.add_argument("--ghz", help="also measure the provider with this ghz binary")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mcp-gateway-bench-"))
     fake = FakeBinance()
@@ -317,7 +381,13 @@ def main() -> None:
         _wait_http(f"{hung_base}/health")
         rows = asyncio.run(
             _measure(
-                address, base, hung_base, (gateway.pid, provider.pid), args.calls, args.seconds
+                address,
+                base,
+                hung_base,
+                (gateway.pid, provider.pid),
+                args.calls,
+                args.seconds,
+                args.ghz,
             )
         )
     finally:

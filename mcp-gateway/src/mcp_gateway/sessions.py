@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 # Ids of sessions ended here (DELETE) that must keep answering 404 rather than be adopted.
 _ENDED_MEMORY: Final = 10_000
+# How long a request waits for its session's server task to start (normally microseconds).
+_SESSION_START_SECONDS: Final = 10.0
 # How long a newly opened GET stream may take to be registered by the SDK transport.
 _GET_STREAM_WAIT_SECONDS: Final = 1.0
 
@@ -102,6 +104,9 @@ class _Session:
         self.id = session_id
         self.transport = transport
         self.connection: Connection | None = None
+        # Set once the session's server task runs: a request that finds the session registered
+        # (say the client's GET reconnect racing its next POST) waits for it.
+        self.started = anyio.Event()
         self._notifier = notifier
         # The notifier's generation this session's client is known to have seen; an adopted
         # session's client may have missed a change (-1: catch_up() tells it).
@@ -262,6 +267,8 @@ class GatewaySessionManager:
                 await self._discard(session)
 
     async def _serve(self, session: _Session, scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.fail_after(_SESSION_START_SECONDS):
+            await session.started.wait()
         if scope["method"] != "GET":
             await session.transport.handle_request(scope, receive, send)
             return
@@ -314,6 +321,7 @@ class GatewaySessionManager:
                     # Its client initialized it on another replica (or before it went idle).
                     connection.initialized.set()
                 session.connection = connection
+                session.started.set()
                 task_status.started()
                 # The transport cancels its idle scope after idle_timeout without a request.
                 with transport.idle_scope or anyio.CancelScope() as idle:
