@@ -279,12 +279,23 @@ async def _measure(
     address: str,
     base: str,
     hung_base: str,
-    pids: tuple[int, int],
+    pids: tuple[int, int, int],
     calls: int,
     seconds: float,
     ghz: str | None,
 ) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
+    # What an abandoned session costs (the Inspector never DELETEs), on the second gateway while
+    # it is fresh: its RSS before and after opening sessions that each make one call.
+    sessions = 300
+    before = _rss_mib(pids[2])
+    for _ in range(sessions):
+        async with _RawJsonRpc(f"{hung_base}/mcp"):
+            pass
+    per_session = (_rss_mib(pids[2]) - before) * 1024 / sessions
+    name = f"gateway RSS per abandoned session ({sessions} sessions, one call each, no DELETE)"
+    rows.append((name, f"{per_session:.0f} KiB"))
+
     rss_before = (_rss_mib(pids[0]), _rss_mib(pids[1]))
     async with _Grpc(address) as direct:
         d50, d99 = _percentiles(await _timed_loop(direct, calls))
@@ -322,18 +333,6 @@ async def _measure(
         rows.append(
             (f"RSS {name}: before / after", f"{rss_before[i]:.1f} / {rss_after[i]:.1f} MiB")
         )
-
-    # What an abandoned session costs (the Inspector never DELETEs): RSS per open session.
-    sessions = 200
-    before = _rss_mib(pids[0])
-    async with _RawJsonRpc(f"{base}/mcp") as _:
-        for _ in range(sessions - 1):
-            async with _RawJsonRpc(f"{base}/mcp"):
-                pass
-    per_session = (_rss_mib(pids[0]) - before) * 1024 / sessions
-    rows.append(
-        (f"gateway RSS per open idle session ({sessions} opened)", f"{per_session:.0f} KiB")
-    )
 
     # A gateway that also has a hung provider: tools/list answers from what is known.
     http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0))
@@ -384,7 +383,7 @@ def main() -> None:
                 address,
                 base,
                 hung_base,
-                (gateway.pid, provider.pid),
+                (gateway.pid, provider.pid, hung_gateway.pid),
                 args.calls,
                 args.seconds,
                 args.ghz,
