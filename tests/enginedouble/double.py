@@ -313,6 +313,14 @@ class EngineDouble:
         visit(obj)
         return list(seen.values())
 
+    def serialized_volumes(self) -> set[str]:
+        """The keys of every cache volume mounted PRIVATE or LOCKED (serialized in 0.21)."""
+        return {
+            str(call.args["cache"].arg("cacheVolume", "key"))
+            for call in self.calls("withMountedCache")
+            if call.args.get("sharing") in ("PRIVATE", "LOCKED")
+        }
+
     def serialized_conflicts(self) -> list[tuple[str, Obj, Obj]]:
         """Pairs of evaluated execs that mount the same PRIVATE or LOCKED cache volume while
         neither depends on the other: the engine (0.21) would run them one after the other,

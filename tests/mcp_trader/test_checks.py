@@ -2,6 +2,7 @@
 
 import threading
 
+import dagger
 import pytest
 from dagger import dag
 from mcp_trader import checks, provider
@@ -132,12 +133,7 @@ async def test_no_two_checks_wait_for_one_serialized_cache_volume(
     # the tests and the release build (for the gateway's end-to-end test) each have their own.
     await called(module.test())
     assert engine.serialized_conflicts() == []
-    keys = {
-        c.args["cache"].arg("cacheVolume", "key")
-        for c in engine.calls("withMountedCache")
-        if c.args.get("sharing") in ("PRIVATE", "LOCKED")
-    }
-    assert keys == {
+    assert engine.serialized_volumes() == {
         "mcp-trader-provider-target-lint",
         "mcp-trader-provider-target-tests",
         "mcp-trader-provider-target-release-x86_64",
@@ -149,3 +145,33 @@ async def test_cargo_fmt_mounts_no_target_volume(engine: EngineDouble, module: M
     (obj,) = synced(engine)
     keys = {s.args["cache"].arg("cacheVolume", "key") for s in obj.find_all("withMountedCache")}
     assert keys == {"mcp-trader-cargo-registry", "mcp-trader-cargo-git"}
+
+
+async def test_every_uv_step_trusts_the_system_ca_store_and_every_cargo_build_is_fresh(
+    engine: EngineDouble, module: McpTrader
+) -> None:
+    await called(module.test())
+    await called(module.build_all(dagger.Platform("linux/arm64")))
+    uv_steps = cargo_steps = 0
+    for call in engine.calls("withExec"):
+        argv = list(call.args["args"])
+        env = {s.args["name"]: s.args["value"] for s in call.receiver.find_all("withEnvVariable")}
+        if argv[0] == "uv":
+            uv_steps += 1
+            # The engine puts its custom CAs (a proxy's) in the system store; uv's own roots
+            # would refuse them.
+            assert env.get("UV_SYSTEM_CERTS") == "true", argv
+        command = cargo_command(argv)
+        if command[:2] in (["cargo", "install"], ["cargo", "clippy"], ["cargo", "test"]):
+            cargo_steps += 1
+            # The crate's fingerprints go in the same exec, from the target/ actually mounted.
+            target = [
+                s.args["path"]
+                for s in call.receiver.find_all("withMountedCache")
+                if str(s.args["cache"].arg("cacheVolume", "key")).startswith(
+                    provider.CACHE_TARGET_PREFIX
+                )
+            ]
+            assert argv[:6] == provider.fresh([])[:6], argv
+            assert target and argv[4] == target[-1]
+    assert uv_steps >= 5 and cargo_steps == 4  # clippy, test, the two release builds

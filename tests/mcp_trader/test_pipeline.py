@@ -7,7 +7,6 @@ assert that a pull request never reaches `publish`, and which addresses a push d
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mcp_trader.pipeline import (
 
 from tests.enginedouble import Call, EngineDouble
 from tests.mcp_trader.test_provider import cargo_command
+from tests.mcp_trader.test_publish import TOKEN, Registry, digest_for, token_secret
 from tests.registration import Function, is_optional
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,32 +165,6 @@ def test_ci_error_names_every_failed_stage() -> None:
 REPOSITORY = "Acme/MCP-Trader"
 PROVIDER = "ghcr.io/acme/mcp-trader/binance-provider"
 GATEWAY = "ghcr.io/acme/mcp-trader/mcp-gateway"
-TOKEN_ENV = "CI_TEST_REGISTRY_TOKEN"
-TOKEN = "ghp_not-a-real-token-but-must-never-be-sent"
-
-
-def digest_for(address: str) -> str:
-    image = address.rsplit(":", 1)[0]
-    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
-
-
-class Registry:
-    """Answers `Container.publish` like a registry and records the pushed addresses in order."""
-
-    def __init__(self, engine: EngineDouble) -> None:
-        self.pushed: list[str] = []
-        engine.answer("Container.publish", self._publish)
-
-    def _publish(self, call: Call) -> str:
-        address = str(call.args["address"])
-        self.pushed.append(address)
-        return f"{address}@{digest_for(address)}"
-
-
-def token(monkeypatch: pytest.MonkeyPatch) -> dagger.Secret:
-    # Like a CLI user, the test names an env var; the module never creates secrets from values.
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    return dag.secret(f"env://{TOKEN_ENV}")
 
 
 async def fake_test_suite() -> str:
@@ -209,7 +183,7 @@ async def run(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
         "ref": ref,
         "repository": REPOSITORY,
         "username": "octo-bot",
-        "password": token(monkeypatch),
+        "password": token_secret(monkeypatch),
     }
     args.update(kw)
     return await run_ci(**args)  # type: ignore[arg-type]
@@ -418,7 +392,7 @@ async def ci(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
         "ref": ref,
         "repository": REPOSITORY,
         "username": "octo-bot",
-        "password": token(monkeypatch),
+        "password": token_secret(monkeypatch),
     }
     args.update(kw)
     return await module().ci(**args)

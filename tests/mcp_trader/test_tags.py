@@ -12,6 +12,7 @@ from mcp_trader.tags import (
     short_sha_tag,
     tag_plan,
     validate_branch,
+    validate_registry_username,
     version_label,
 )
 
@@ -428,3 +429,13 @@ def test_github_source_url() -> None:
     assert github_source_url("Acme/MCP-Trader") == "https://github.com/acme/mcp-trader"
     with pytest.raises(ValueError, match="invalid repository"):
         github_source_url("acme")
+
+
+@pytest.mark.parametrize("username", ["", " ", "a b", "name\n"])
+def test_bad_username_is_refused(username: str) -> None:
+    with pytest.raises(ValueError, match="invalid registry username"):
+        validate_registry_username(username)
+
+
+def test_bot_accounts_are_valid_registry_usernames() -> None:
+    assert validate_registry_username("github-actions[bot]") == "github-actions[bot]"

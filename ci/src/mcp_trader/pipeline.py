@@ -28,9 +28,16 @@ import dagger
 
 from .errors import JobFailedError, run_all
 from .errors import describe as describe_error
-from .publish import Builder, format_created, plan_publish, publish_images, validate_username
+from .publish import Builder, format_created, plan_publish, publish_images
 from .services import SERVICES
-from .tags import github_source_url, image_tags, parse_ref, short_sha_tag, validate_branch
+from .tags import (
+    github_source_url,
+    image_tags,
+    parse_ref,
+    short_sha_tag,
+    validate_branch,
+    validate_registry_username,
+)
 
 #: A stage of the run: "test", a service's `stage` ("build provider", ...), or "publish".
 Stage = str
@@ -123,7 +130,7 @@ def validate_credentials(
             'credentials (in GitHub Actions: --username "$GITHUB_ACTOR" --password '
             "env://GITHUB_TOKEN)"
         )
-    return validate_username(username), password
+    return validate_registry_username(username), password
 
 
 def describe(error: BaseException) -> str:

@@ -38,7 +38,15 @@ from . import platforms as _platforms
 from .errors import JobFailedError, describe, run_all
 from .labels import oci_labels
 from .services import SERVICES, NamedBuilder
-from .tags import ImageTag, github_source_url, image_repository, parse_ref, tag_plan, version_label
+from .tags import (
+    ImageTag,
+    github_source_url,
+    image_repository,
+    parse_ref,
+    tag_plan,
+    validate_registry_username,
+    version_label,
+)
 
 DEFAULT_PLATFORMS: Final = (_platforms.DEFAULT,)
 
@@ -162,16 +170,6 @@ class RetryPolicy:
         return [
             min(self.first_delay * self.factor**n, self.max_delay) for n in range(self.attempts - 1)
         ]
-
-
-def validate_username(username: str) -> str:
-    """The registry username: non-empty, no whitespace or control characters."""
-    if not username or re.search(r"[\s\x00-\x1f\x7f]", username):
-        raise ValueError(
-            f"invalid registry username {username!r}: expected a non-empty name without spaces "
-            "(on GHCR, github.actor)"
-        )
-    return username
 
 
 def format_created(moment: datetime) -> str:
@@ -310,7 +308,7 @@ async def publish_images(
         default_branch=default_branch,
         allow_pr=allow_pr,
     )
-    validate_username(username)
+    validate_registry_username(username)
     pusher = Pusher(
         plan,
         await build_variants(build, plan),

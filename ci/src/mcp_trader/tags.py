@@ -233,6 +233,18 @@ def image_repository(repository: str, service: str, registry: str = "ghcr.io") -
     return name
 
 
+def validate_registry_username(username: str) -> str:
+    """A registry user name: non-empty, no whitespace or control characters. Bots' names such
+    as `github-actions[bot]` (github.actor) are valid; the name only ever travels as one
+    argument (`with_registry_auth`, or quoted on the server's command line)."""
+    if not username or re.search(r"[\s\x00-\x1f\x7f]", username):
+        raise ValueError(
+            f"invalid registry username {username!r}: expected a non-empty name without spaces "
+            "(on GHCR, github.actor)"
+        )
+    return username
+
+
 def github_source_url(repository: str) -> str:
     """`https://github.com/owner/repo`, lowercased: the `org.opencontainers.image.source` label.
 
