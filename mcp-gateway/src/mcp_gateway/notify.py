@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class ToolListNotifier:
 
     def __init__(self) -> None:
         self.bus = InMemorySubscriptionBus()
+        # The server's subscriptions/listen handler: 2026-07-28 clients' streams off the bus.
+        self.listen = ListenHandler(self.bus)
         self._targets: dict[str, ListChangedTarget] = {}
         self._generation = 0
 

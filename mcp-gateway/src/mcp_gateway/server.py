@@ -23,7 +23,6 @@ from jsonschema.exceptions import best_match
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.lowlevel.server import NotificationOptions
-from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
@@ -140,7 +139,7 @@ def build_mcp_server(registry: ProviderRegistry, notifier: ToolListNotifier) -> 
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         # 2026-07-28 clients hear of tool-list changes on subscriptions/listen streams.
-        on_subscriptions_listen=ListenHandler(notifier.bus),
+        on_subscriptions_listen=notifier.listen,
         get_tool_input_schema=input_schema,
     )
 
@@ -195,10 +194,7 @@ def create_app(settings: Settings, registry: ProviderRegistry | None = None) -> 
         mcp_endpoint, settings.allowed_hosts, settings.allowed_origins
     )
     drain = Drain()
-    listen = mcp_server.get_request_handler("subscriptions/listen")
-    drain.on_finish.append(sessions.close_get_streams)
-    if listen is not None and isinstance(listen.handler, ListenHandler):
-        drain.on_finish.append(listen.handler.close)
+    drain.on_finish += [sessions.close_get_streams, notifier.listen.close]
 
     async def health(request: Request) -> Response:
         if drain.draining:
