@@ -7,7 +7,8 @@ What is checked, and why each check can fail:
   broken one.
 - `workflow_findings` (below) encodes the repository's own rules: each job is checkout + the one
   Dagger step; every `uses:` is pinned to a full commit SHA with a version comment; the Dagger
-  version equals dagger.json's engineVersion; `packages: write` only on the publishing job; no
+  version equals dagger.json's engineVersion; `packages: write` and `id-token: write` only on the
+  publishing job; no
   `${{ }}` expression in a `call:` or `run:`; no secrets in jobs that pull requests run. Every rule
   has a test that feeds it a mutated copy of the real workflow and expects the finding.
 - The dagger-for-github action pastes `call:` into a bash script. The exact evaluation that the
@@ -42,6 +43,8 @@ CHECKOUT_ACTION = "actions/checkout"
 DAGGER_ACTION = "dagger/dagger-for-github"
 # The only (workflow, job) pairs allowed to hold `packages: write`: the job that can publish.
 PUBLISHING_JOBS = frozenset({("ci.yml", "publish")})
+# What that job may write: packages (the push) and id-token (keyless signing's OIDC token).
+PUBLISHING_SCOPES = frozenset({"packages", "id-token"})
 # Inputs of dagger-for-github that this repository uses. `args`, `shell`, `check`, `verb`, `module`
 # and `dagger-flags` would each be a second way to say what runs; `call` is the one.
 ALLOWED_DAGGER_INPUTS = frozenset({"version", "call"})
@@ -208,11 +211,12 @@ def job_findings(
         for scope, level in permissions.items():
             if level != "write":
                 continue
-            if scope == "packages" and (name, job_id) in PUBLISHING_JOBS:
+            if scope in PUBLISHING_SCOPES and (name, job_id) in PUBLISHING_JOBS:
                 continue
             findings.append(
                 f"{where}: grants `{scope}: write`; only the publishing job "
-                f"{sorted(PUBLISHING_JOBS)} may hold `packages: write`, nothing may hold more"
+                f"{sorted(PUBLISHING_JOBS)} may hold `packages: write` and `id-token: write`, "
+                "nothing may hold more"
             )
     if (name, job_id) in PUBLISHING_JOBS and runs_for_pull_requests(workflow, job):
         findings.append(f"{where}: the publishing job can run for pull requests")
@@ -353,7 +357,11 @@ def test_ci_publishes_only_from_the_push_job_and_cancels_only_pull_requests() ->
     pr_step = jobs["pull-request"]["steps"][1]
     assert "permissions" not in jobs["pull-request"]  # inherits contents: read
     assert "env" not in pr_step and "--password" not in pr_step["with"]["call"]
-    assert jobs["publish"]["permissions"] == {"contents": "read", "packages": "write"}
+    assert jobs["publish"]["permissions"] == {
+        "contents": "read",
+        "packages": "write",
+        "id-token": "write",
+    }
     assert jobs["publish"]["steps"][1]["env"] == {"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"}
 
 
@@ -403,6 +411,14 @@ def _packages_on_pr(wf: dict[str, Any]) -> None:
     wf["jobs"]["pull-request"]["permissions"] = {"contents": "read", "packages": "write"}
 
 
+def _id_token_on_pr(wf: dict[str, Any]) -> None:
+    wf["jobs"]["pull-request"]["permissions"] = {"contents": "read", "id-token": "write"}
+
+
+def _id_token_everywhere(wf: dict[str, Any]) -> None:
+    wf["permissions"] = {"contents": "read", "id-token": "write"}
+
+
 def _expression_in_call(wf: dict[str, Any]) -> None:
     wf["jobs"]["pull-request"]["steps"][1]["with"]["call"] += " --ref ${{ github.head_ref }}"
 
@@ -448,6 +464,8 @@ def _args_input(wf: dict[str, Any]) -> None:
         (_old_dagger, "differs from dagger.json's engineVersion"),
         (_latest_dagger, "differs from dagger.json's engineVersion"),
         (_packages_on_pr, "grants `packages: write`"),
+        (_id_token_on_pr, "grants `id-token: write`"),
+        (_id_token_everywhere, "top-level permissions must be read-only"),
         (_expression_in_call, "expression inside `call:`"),
         (_expression_in_run, "expression inside `run:`"),
         (_credentials_kept, "persist-credentials: false"),
@@ -568,12 +586,42 @@ def call_of(workflow: str, job: str) -> str:
     return call
 
 
-def test_ci_publish_call_reaches_dagger_as_separate_literal_arguments(tmp_path: Path) -> None:
+COMMIT_TIME = "2024-05-01T12:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What the publish job's shell has besides its env: a checkout (GIT_DIR) whose HEAD was
+    committed at COMMIT_TIME in another time zone, and the runner's own GITHUB_* variables."""
+    repo = tmp_path_factory.mktemp("checkout")
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "a",
+        "GIT_AUTHOR_EMAIL": "a@example.com",
+        "GIT_COMMITTER_NAME": "c",
+        "GIT_COMMITTER_EMAIL": "c@example.com",
+        "GIT_COMMITTER_DATE": "2024-05-01T14:00:00+02:00",
+    }
+    for argv in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(argv, cwd=repo, env=git_env, check=True)
+    return {
+        "GIT_DIR": str(repo / ".git"),
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_WORKFLOW_REF": "Owner/Repo/.github/workflows/ci.yml@refs/heads/main",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_RUN_ATTEMPT": "2",
+    }
+
+
+def test_ci_publish_call_reaches_dagger_as_separate_literal_arguments(
+    tmp_path: Path, checkout: dict[str, str]
+) -> None:
     env = {
         "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
         "GITHUB_REF": f"refs/heads/{HOSTILE}",
         "GITHUB_REPOSITORY": "Owner/Repo",
         "GITHUB_ACTOR": "some actor",
+        **checkout,
     }
     argv = dagger_argv(call_of("ci.yml", "publish"), env, tmp_path)
     assert argv == [
@@ -591,6 +639,16 @@ def test_ci_publish_call_reaches_dagger_as_separate_literal_arguments(tmp_path: 
         "some actor",
         "--password",
         "env://GITHUB_TOKEN",
+        "--created",
+        COMMIT_TIME,  # the committer time in UTC, whatever zone it was committed in
+        "--oidc-request-url",
+        "env://ACTIONS_ID_TOKEN_REQUEST_URL",
+        "--oidc-request-token",
+        "env://ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "--builder-id",
+        "https://github.com/Owner/Repo/.github/workflows/ci.yml@refs/heads/main",
+        "--invocation",
+        "https://github.com/Owner/Repo/actions/runs/42/attempts/2",
     ]
     assert list(tmp_path.iterdir()) == []  # nothing ran
 
@@ -665,10 +723,13 @@ def cli_parameters(function: Any) -> tuple[set[str], set[str]]:
         ("deploy.yml", "status"),
     ],
 )
-def test_call_line_matches_the_module(tmp_path: Path, workflow: str, job: str) -> None:
+def test_call_line_matches_the_module(
+    tmp_path: Path, workflow: str, job: str, checkout: dict[str, str]
+) -> None:
     from mcp_trader.main import McpTrader
 
     env = {
+        **checkout,
         **deploy_env("sha-1a2b3c4"),
         "GITHUB_SHA": "ab" * 20,
         "GITHUB_REF": "refs/heads/main",

@@ -12,6 +12,7 @@ import dagger
 import pytest
 from mcp_trader import gateway, services
 from mcp_trader.main import McpTrader
+from mcp_trader.reproducible import FILE_EPOCH
 
 from tests.enginedouble import EngineDouble, Obj, built, called
 from tests.mcp_trader.test_provider import execs, index, source_path
@@ -22,8 +23,12 @@ async def runtime_and_builder(
 ) -> tuple[Obj, Obj]:
     ctr = await called(module.build_gateway(dagger.Platform(platform) if platform else None))
     runtime = await built(engine, ctr)
-    venv = runtime.arg("withDirectory", "source")
-    assert isinstance(venv, Obj) and venv.type == "Directory"
+    stamped = runtime.arg("withDirectory", "source")
+    assert isinstance(stamped, Obj) and stamped.type == "Directory"
+    # The venv as built, with one mtime for every file (reproducible.py).
+    assert stamped.steps[-1].field == "withTimestamps"
+    assert stamped.steps[-1].args["timestamp"] == FILE_EPOCH
+    venv = Obj("Directory", stamped.steps[:-1], stamped.id)
     assert venv.steps[-1].field == "directory"
     assert venv.steps[-1].args["path"] == "/app/.venv"
     return runtime, venv

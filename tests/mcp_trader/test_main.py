@@ -88,7 +88,7 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda step: cargo_command(step.args["args"])[:2] == ["cargo", "install"],
+        when=lambda step: cargo_command(step.args["args"])[:3] == ["cargo", "auditable", "install"],
         exit_code=101,
         stderr="   Compiling binance-provider v0.1.0\nerror[E0425]: cannot find value `x`",
     )
@@ -96,7 +96,7 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
         await called(module.build_all())
     message = str(info.value)
     assert message.startswith('build-provider failed: process "sh -c ')
-    assert "cargo install --locked" in message.splitlines()[0]
+    assert "cargo auditable install --locked" in message.splitlines()[0]
     assert "error[E0425]: cannot find value `x`" in message
     assert "build-gateway" not in message
     assert not isinstance(info.value, BaseExceptionGroup)

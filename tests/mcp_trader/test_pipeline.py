@@ -24,10 +24,12 @@ from mcp_trader.pipeline import (
     run_ci,
     validate_credentials,
 )
+from mcp_trader.supply import SigningFlags
 
 from tests.enginedouble import Call, EngineDouble
 from tests.mcp_trader.test_provider import cargo_command
 from tests.mcp_trader.test_publish import TOKEN, Registry, digest_for, token_secret
+from tests.mcp_trader.test_supply import SIGNING_ARGS
 from tests.registration import Function, is_optional
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,6 +186,8 @@ async def run(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
         "repository": REPOSITORY,
         "username": "octo-bot",
         "password": token_secret(monkeypatch),
+        # Signing is supply.py's (tests/mcp_trader/test_supply.py); these tests are about ci.
+        "signing": SigningFlags(unsigned=True),
     }
     args.update(kw)
     return await run_ci(**args)  # type: ignore[arg-type]
@@ -393,6 +397,7 @@ async def ci(monkeypatch: pytest.MonkeyPatch, ref: str, **kw: object) -> str:
         "repository": REPOSITORY,
         "username": "octo-bot",
         "password": token_secret(monkeypatch),
+        "unsigned": True,
     }
     args.update(kw)
     return await module().ci(**args)
@@ -510,4 +515,5 @@ def test_ci_registers_uncached_with_optional_credentials(
         {"name": "username", "optional": True, "default": "null"},
         {"name": "password", "optional": True, "default": "null"},
         {"name": "default_branch", "optional": False, "default": '"main"'},
+        *SIGNING_ARGS,
     ]

@@ -11,6 +11,7 @@ import dagger
 import pytest
 from mcp_trader import provider, services
 from mcp_trader.main import McpTrader
+from mcp_trader.reproducible import FILE_EPOCH
 
 from tests.enginedouble import EngineDouble, Obj, Step, built, called
 
@@ -47,8 +48,12 @@ async def runtime_and_builder(
 ) -> tuple[Obj, Obj]:
     ctr = await called(module.build_provider(dagger.Platform(platform) if platform else None))
     runtime = await built(engine, ctr)
-    binary = runtime.arg("withFile", "source")
-    assert isinstance(binary, Obj) and binary.type == "File"
+    stamped = runtime.arg("withFile", "source")
+    assert isinstance(stamped, Obj) and stamped.type == "File"
+    # The binary as built, with the one mtime every build of a commit gets (reproducible.py).
+    assert stamped.steps[-1].field == "withTimestamps"
+    assert stamped.steps[-1].args["timestamp"] == FILE_EPOCH
+    binary = Obj("File", stamped.steps[:-1], stamped.id)
     assert binary.steps[-1].args["path"] == provider.OUT
     return runtime, binary
 
@@ -150,6 +155,7 @@ async def test_binary_leaves_the_target_mount_in_the_build_exec(
     ]
     assert cargo_command(argv) == [
         "cargo",
+        "auditable",
         "install",
         "--locked",
         "--no-track",
@@ -232,7 +238,9 @@ async def test_provider_builder_is_the_build_container_before_the_build(
     assert builder.type == "Container"
     assert builder.steps[-1].field == "withMountedCache"
     assert ["cargo", "fetch", "--locked"] in execs(builder)
-    assert all(cargo_command(argv)[:2] != ["cargo", "install"] for argv in execs(builder))
+    assert all(
+        cargo_command(argv)[:3] != ["cargo", "auditable", "install"] for argv in execs(builder)
+    )
 
 
 async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
@@ -240,7 +248,7 @@ async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
 ) -> None:
     engine.fail(
         "withExec",
-        when=lambda step: cargo_command(step.args["args"])[:2] == ["cargo", "install"],
+        when=lambda step: cargo_command(step.args["args"])[:3] == ["cargo", "auditable", "install"],
         exit_code=101,
         stderr="error[E0308]: mismatched types\n --> src/server.rs:10:5",
     )

@@ -31,6 +31,7 @@ from mcp_trader.services import SERVICES
 
 from tests.enginedouble import Call, EngineDouble, Obj, Step
 from tests.mcp_trader.test_platforms import BAD_PLATFORMS
+from tests.mcp_trader.test_supply import SIGNING_ARGS, ToolsDouble
 from tests.registration import Function, is_optional, object_name, required
 
 SHA = "1A2B3C4D5E6F7A8B9C0D1E2F3A4B5C6D7E8F9A0B"
@@ -253,6 +254,8 @@ class Registry:
         self.attempts: list[str] = []
         self.digest: Callable[[str], str] = digest_for
         engine.answer("Container.publish", self._publish)
+        # The immutable-tag look-ups (supply.py) find an empty registry.
+        self.tools = ToolsDouble(engine)
 
     def _publish(self, call: Call) -> str:
         address = str(call.args["address"])
@@ -646,6 +649,7 @@ async def test_publish_function_pushes_the_module_builds(
         ref="refs/heads/main",
         platforms=["linux/amd64", "linux/arm64"],
         created=CREATED,
+        unsigned=True,
     )
     assert registry.pushed == plan()
     assert result == [f"{a}@{digest_for(a)}" for a in plan()]
@@ -684,6 +688,7 @@ async def test_publish_function_defaults_to_amd64_and_refuses_prs_before_buildin
             password=secret,
             sha=SHA,
             ref="refs/pull/9/merge",
+            unsigned=True,
         )
     assert len(engine.queries) == before
     await module().publish(
@@ -693,6 +698,7 @@ async def test_publish_function_defaults_to_amd64_and_refuses_prs_before_buildin
         sha=SHA,
         ref="refs/pull/9/merge",
         allow_pr=True,
+        unsigned=True,
     )
     assert registry.pushed == plan("refs/pull/9/merge", allow_pr=True)
     for call in engine.calls("publish"):
@@ -720,7 +726,7 @@ def test_tags_and_publish_register_with_the_sdk(
         "platforms",
         "default_branch",
         "allow_pr",
-        "created",
+        *(a["name"] for a in SIGNING_ARGS),
     ]
     assert required(publish) == {"repository", "username", "password", "sha", "ref"}
     assert object_name(args["password"]) == "Secret"  # the token only ever as a Secret

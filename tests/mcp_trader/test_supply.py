@@ -3,14 +3,17 @@ images, secrets by reference only, the login wrapper, a fresh nonce per exec, ke
 
 from __future__ import annotations
 
+import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import dagger
 import pytest
 from dagger import dag
 from mcp_trader import cosign, supply
 from mcp_trader.cosign import KeylessSigner, KeySigner
+from mcp_trader.publish import PublishError
 
 from tests.enginedouble import Call, EngineDouble, Obj
 
@@ -35,6 +38,103 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> dict[str, dagger.Secret]:
 
 def auth(secret: dict[str, dagger.Secret]) -> supply.RegistryAuth:
     return supply.RegistryAuth("ghcr.io", "acme-bot", secret["SUPPLY_TEST_REGISTRY_TOKEN"])
+
+
+#: The signing flags publish and ci register after their own (main.py), in order.
+SIGNING_ARGS: Final = [
+    {"name": "created", "optional": True, "default": "null"},
+    {"name": "signing_key", "optional": True, "default": "null"},
+    {"name": "signing_key_password", "optional": True, "default": "null"},
+    {"name": "oidc_request_url", "optional": True, "default": "null"},
+    {"name": "oidc_request_token", "optional": True, "default": "null"},
+    {"name": "unsigned", "optional": False, "default": "false"},
+    {"name": "builder_id", "optional": False, "default": '"local"'},
+    {"name": "invocation", "optional": False, "default": '""'},
+]
+
+
+def tool_argv(call: Call) -> list[str] | None:
+    """The crane/cosign/syft argv of the exec `call` evaluates (login wrapper removed)."""
+    step = call.receiver.find("withExec")
+    if step is None:
+        return None
+    argv = list(step.args["args"])
+    if argv[:2] == [supply.SHELL, "-c"]:
+        argv = argv[4:]
+    return argv if argv and argv[0] in {"crane", "cosign", "syft"} else None
+
+
+class ToolsDouble:
+    """A registry as the tools container sees it: `crane digest/config/tag` answered from
+    `tags` (address -> digest) and `revisions` (digest -> commit); cosign succeeds. Every tool
+    command is recorded once, in the order run (each exec has its own nonce)."""
+
+    def __init__(self, engine: EngineDouble) -> None:
+        self.tags: dict[str, str] = {}
+        self.revisions: dict[str, str] = {}
+        self.ran: list[list[str]] = []
+        self.fail_on: str | None = None
+        self._seen: set[str] = set()
+        engine.answer("Container.exitCode", self._exit_code)
+        engine.answer("Container.stdout", self._stdout)
+        engine.answer("Container.stderr", self._stderr)
+        engine.answer("Container.imageRef", self._image_ref)
+
+    @staticmethod
+    def _image_ref(call: Call) -> str:
+        """What the engine resolves a `from` to: the address with its digest."""
+        address = str(call.receiver.arg("from", "address"))
+        if "@sha256:" in address:
+            return address
+        return f"{address}@sha256:{hashlib.sha256(address.encode()).hexdigest()}"
+
+    def serve_publish(self, engine: EngineDouble, digest: Callable[[str], str]) -> None:
+        """Also answer `Container.publish` (digest per address), recording it among the runs."""
+
+        def publish(call: Call) -> str:
+            address = str(call.args["address"])
+            self.ran.append(["push", address])
+            self.tags[address] = digest(address)
+            return f"{address}@{self.tags[address]}"
+
+        engine.answer("Container.publish", publish)
+
+    def _result(self, call: Call) -> tuple[int, str, str] | None:
+        argv = tool_argv(call)
+        if argv is None:
+            return None
+        if call.receiver.id not in self._seen:
+            self._seen.add(call.receiver.id)
+            self.ran.append(argv)
+        if argv[0] == "cosign" and self.fail_on and self.fail_on in argv:
+            return 1, "", "Error: signing: UNAUTHORIZED: authentication required"
+        if argv[:2] == ["crane", "digest"]:
+            ref = argv[2]
+            digest = self.tags.get(ref) or (ref.split("@", 1)[1] if "@" in ref else None)
+            if digest is None:
+                return 1, "", f"Error: GET {ref}: MANIFEST_UNKNOWN: manifest unknown"
+            return 0, digest + "\n", ""
+        if argv[:2] == ["crane", "config"]:
+            digest = argv[-1].split("@", 1)[1]
+            labels = {"org.opencontainers.image.revision": self.revisions.get(digest, "")}
+            return 0, json.dumps({"config": {"Labels": labels}}), ""
+        if argv[:2] == ["crane", "tag"]:
+            image, digest = argv[2].split("@", 1)
+            self.tags[f"{image}:{argv[3]}"] = digest
+            return 0, "", ""
+        return 0, "", ""
+
+    def _exit_code(self, call: Call) -> int:
+        result = self._result(call)
+        return 0 if result is None else result[0]
+
+    def _stdout(self, call: Call) -> str:
+        result = self._result(call)
+        return "" if result is None else result[1]
+
+    def _stderr(self, call: Call) -> str:
+        result = self._result(call)
+        return "" if result is None else result[2]
 
 
 def execs(call: Call) -> list[dict[str, Any]]:
@@ -234,3 +334,240 @@ async def test_verify_resolves_then_checks_with_the_public_key_mounted(
     assert argvs[1] == cosign.verify_argv(PINNED, policy)
     last = engine.calls("exitCode", "Container")[-1].receiver
     assert last.arg("withMountedFile", "path") == supply.PUBLIC_KEY_FILE
+
+
+# --- publish with the supply chain: order, immutability, keyless, failures --------------------
+
+SHA = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
+GATEWAY = "ghcr.io/acme/mcp-trader/mcp-gateway"
+
+
+def digest_for(address: str) -> str:
+    # One digest per image (every tag of it gets the same content), like a reproducible build.
+    return "sha256:" + hashlib.sha256(address.rsplit(":", 1)[0].encode()).hexdigest()
+
+
+def module() -> Any:
+    from mcp_trader.main import McpTrader
+
+    return McpTrader(source=dag.directory())  # type: ignore[call-arg]
+
+
+async def publish(secret: dict[str, dagger.Secret], **kw: Any) -> list[str]:
+    args: dict[str, Any] = {
+        "repository": "acme/mcp-trader",
+        "username": "octo-bot",
+        "password": secret["SUPPLY_TEST_REGISTRY_TOKEN"],
+        "sha": SHA,
+        "ref": "refs/heads/main",
+        "created": "2026-01-02T03:04:05Z",
+        "signing_key": secret["SUPPLY_TEST_KEY"],
+        "signing_key_password": secret["SUPPLY_TEST_KEY_PASSWORD"],
+    }
+    args.update(kw)
+    result: list[str] = await module().publish(**args)
+    return result
+
+
+def steps(tools: ToolsDouble) -> list[str]:
+    """The run as `push ADDRESS`, `crane ...`, `cosign sign|attest --type T` lines."""
+    lines = []
+    for argv in tools.ran:
+        if argv[0] == "cosign":
+            kind = argv[argv.index("--type") + 1] if "--type" in argv else ""
+            lines.append(f"cosign {argv[1]} {kind}".rstrip() + f" {argv[-1].split('@')[0]}")
+        elif argv[0] == "push":
+            lines.append(" ".join(argv))
+        else:
+            lines.append(" ".join(argv[:2]) + f" {argv[2]}")
+    return lines
+
+
+async def test_publish_pushes_immutable_signs_attests_then_moves_tags(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    pushed = await publish(secret)
+    assert steps(tools) == [
+        f"crane digest {REPO}:sha-1a2b3c4",
+        f"crane digest {GATEWAY}:sha-1a2b3c4",
+        f"push {REPO}:sha-1a2b3c4",
+        f"push {GATEWAY}:sha-1a2b3c4",
+        f"cosign sign {REPO}",
+        f"cosign attest slsaprovenance1 {REPO}",
+        f"cosign attest spdxjson {REPO}",
+        f"cosign sign {GATEWAY}",
+        f"cosign attest slsaprovenance1 {GATEWAY}",
+        f"cosign attest spdxjson {GATEWAY}",
+        f"push {REPO}:main",
+        f"push {GATEWAY}:main",
+        f"push {REPO}:latest",
+        f"push {GATEWAY}:latest",
+    ]
+    signed = [argv for argv in tools.ran if argv[:2] == ["cosign", "sign"]]
+    assert [argv[-1] for argv in signed] == [
+        f"{REPO}@{digest_for(REPO + ':x')}",
+        f"{GATEWAY}@{digest_for(GATEWAY + ':x')}",
+    ]
+    assert pushed[0] == f"{REPO}:sha-1a2b3c4@{digest_for(REPO + ':x')}"
+    assert_no_secret_value(engine)
+
+
+async def test_provenance_names_source_builder_and_resolved_bases(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    await publish(
+        secret,
+        builder_id="https://github.com/acme/mcp-trader/.github/workflows/ci.yml@refs/heads/main",
+        invocation="https://github.com/acme/mcp-trader/actions/runs/7/attempts/1",
+    )
+    files = [
+        c.args["contents"]
+        for c in engine.calls("withNewFile")
+        if c.args["path"] == supply.PROVENANCE_FILE
+    ]
+    provider_doc, gateway_doc = (json.loads(text) for text in files)
+    params = provider_doc["buildDefinition"]["externalParameters"]
+    assert params["source"] == {
+        "repository": "https://github.com/acme/mcp-trader",
+        "ref": "refs/heads/main",
+        "commit": SHA,
+    }
+    assert (params["service"], params["platform"], params["created"]) == (
+        "binance-provider",
+        "linux/amd64",
+        "2026-01-02T03:04:05Z",
+    )
+    names = {
+        d.get("name"): d["uri"] for d in provider_doc["buildDefinition"]["resolvedDependencies"]
+    }
+    assert set(names) == {None, "rust", "distroless"}
+    assert {d.get("name") for d in gateway_doc["buildDefinition"]["resolvedDependencies"]} == {
+        None,
+        "python",
+        "uv",
+    }
+    assert provider_doc["runDetails"]["builder"]["id"].endswith(
+        "/.github/workflows/ci.yml@refs/heads/main"
+    )
+    assert provider_doc["runDetails"]["metadata"]["invocationId"].endswith(
+        "/actions/runs/7/attempts/1"
+    )
+
+
+async def test_a_rerun_of_the_same_commit_pushes_no_new_digest(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    first = await publish(secret)
+    # The first run's images carry this commit; a re-run's build differs (say, in created).
+    for digest in set(tools.tags.values()):
+        tools.revisions[digest] = SHA
+    tools.ran.clear()
+    tools.serve_publish(engine, lambda address: "sha256:" + "f" * 64)
+    again = await publish(secret, created="2026-06-06T06:06:06Z")
+    assert not [argv for argv in tools.ran if argv[0] == "push"]
+    assert again == first  # every tag at the digest it already had
+    retagged = [argv for argv in tools.ran if argv[:2] == ["crane", "tag"]]
+    assert [argv[3] for argv in retagged] == [
+        "sha-1a2b3c4",
+        "sha-1a2b3c4",
+        "main",
+        "main",
+        "latest",
+        "latest",
+    ]
+    order = [
+        argv[1] if argv[0] == "cosign" else argv[3]
+        for argv in tools.ran
+        if argv[:2] in (["crane", "tag"], ["cosign", "sign"])
+    ]
+    assert order.index("sign") > order.index("sha-1a2b3c4") and order.index("main") > order.index(
+        "sign"
+    )
+
+
+async def test_an_immutable_tag_of_another_commit_is_never_overwritten(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    old = "sha256:" + "e" * 64
+    tools.tags[f"{GATEWAY}:sha-1a2b3c4"] = old
+    tools.revisions[old] = "9" * 40
+    with pytest.raises(
+        PublishError,
+        match=r"mcp-gateway:sha-1a2b3c4 already exists .* built from commit 9{40}, not 1a2b3c4",
+    ):
+        await publish(secret)
+    assert not [argv for argv in tools.ran if argv[0] in ("push", "cosign")]
+    assert not engine.calls("publish")
+
+
+async def test_a_signing_failure_stops_publish_before_any_moving_tag(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    tools.fail_on = "spdxjson"
+    with pytest.raises(PublishError) as err:
+        await publish(secret)
+    message = str(err.value)
+    assert message.startswith("signing failed: attest SBOM of")
+    assert "no moving tag (branch, X.Y, X, pr-N, latest) was changed" in message
+    assert f"not pushed: {REPO}:main, {GATEWAY}:main, {REPO}:latest, {GATEWAY}:latest" in message
+    assert [argv[1] for argv in tools.ran if argv[0] == "push"] == [
+        f"{REPO}:sha-1a2b3c4",
+        f"{GATEWAY}:sha-1a2b3c4",
+    ]
+
+
+async def test_publish_without_a_signing_choice_is_refused_before_any_query(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match="publish signs every image: pass --signing-key"):
+        await publish(secret, signing_key=None, signing_key_password=None)
+    with pytest.raises(ValueError, match="--unsigned contradicts"):
+        await publish(secret, unsigned=True)
+    assert len(engine.queries) == before
+
+
+async def test_ci_in_github_signs_keyless_with_the_oidc_secrets(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    from mcp_trader.pipeline import run_ci
+
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+
+    async def suite() -> None:
+        return None
+
+    async def build(service: str, platform: dagger.Platform) -> dagger.Container:
+        return dag.container(platform=platform).from_(f"registry.invalid/{service}:1")
+
+    await run_ci(
+        test=suite,
+        build=build,
+        sha=SHA,
+        ref="refs/heads/main",
+        repository="acme/mcp-trader",
+        username="octo-bot",
+        password=secret["SUPPLY_TEST_REGISTRY_TOKEN"],
+        signing=supply.SigningFlags(
+            oidc_request_url=secret["SUPPLY_TEST_OIDC_URL"],
+            oidc_request_token=secret["SUPPLY_TEST_OIDC_TOKEN"],
+        ),
+    )
+    signs = [argv for argv in tools.ran if argv[:2] == ["cosign", "sign"]]
+    assert signs == [
+        ["cosign", "sign", "--yes", f"{REPO}@{digest_for(REPO + ':x')}"],
+        ["cosign", "sign", "--yes", f"{GATEWAY}@{digest_for(GATEWAY + ':x')}"],
+    ]
+    assert all("--key" not in argv and "--tlog-upload=false" not in argv for argv in tools.ran)
+    assert_no_secret_value(engine)

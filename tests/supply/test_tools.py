@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from mcp_trader import cosign
+from mcp_trader import cosign, provider
 
 from tests.supply import tools
 
@@ -21,6 +21,8 @@ def pinned(name: str) -> str:
 def test_setup_script_pins_the_module_image_versions() -> None:
     assert pinned("COSIGN_VERSION") == cosign.COSIGN_VERSION
     assert pinned("SYFT_VERSION") == cosign.SYFT_VERSION
+    # The host's cargo-auditable (tests/supply's binaries) is the image build's.
+    assert pinned("CARGO_AUDITABLE_VERSION") == provider.CARGO_AUDITABLE_VERSION
 
 
 def test_installed_tools_are_the_pinned_versions(supply_ready: None) -> None:

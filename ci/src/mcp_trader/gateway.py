@@ -29,6 +29,7 @@ import dagger
 from dagger import dag
 
 from . import platforms
+from .reproducible import FILE_EPOCH, SOURCE_DATE_EPOCH
 
 #: Official Python image (Debian 12, glibc 2.36), pinned to the minor version the gateway targets.
 PYTHON_IMAGE: Final = "python:3.12-slim-bookworm"
@@ -75,6 +76,8 @@ def uv_base() -> dagger.Container:
         # uv 0.13 reads UV_SYSTEM_CERTS (UV_NATIVE_TLS is its deprecated older name).
         .with_env_variable("UV_SYSTEM_CERTS", "true")
         .with_env_variable("UV_COMPILE_BYTECODE", "1")
+        # Set, py_compile writes hash-checked .pyc files: the same bytes on every install.
+        .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         # The image's interpreter, never a downloaded one: the runtime image has the same.
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
         .with_env_variable("UV_PYTHON", "/usr/local/bin/python3")
@@ -111,7 +114,7 @@ def sync_command(python_platform: str, *, project: bool, package: str = PACKAGE)
 async def runtime(source: dagger.Directory, platform: dagger.Platform) -> dagger.Container:
     """The runtime image's payload for `platform`: slim Python, the virtualenv, non-root, its
     entrypoint and healthcheck (services.build adds the port and labels, and checks it)."""
-    venv = (await builder(source, platform)).directory(VENV)
+    venv = (await builder(source, platform)).directory(VENV).with_timestamps(FILE_EPOCH)
     return (
         dag.container(platform=platform)
         .from_(PYTHON_IMAGE)

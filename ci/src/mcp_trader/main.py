@@ -12,12 +12,14 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, check, function, object_type
 
 from mcp_trader import checks as _checks
+from mcp_trader import cosign as _cosign
 from mcp_trader import deploy as _deploy
 from mcp_trader import gateway as _gateway
 from mcp_trader import pipeline as _pipeline
 from mcp_trader import platforms as _platforms
 from mcp_trader import provider as _provider
 from mcp_trader import services as _services
+from mcp_trader import supply as _supply
 from mcp_trader.errors import run_all as _run_all
 from mcp_trader.publish import DEFAULT_PLATFORMS as _DEFAULT_PLATFORMS
 from mcp_trader.publish import publish_images as _publish_images
@@ -37,6 +39,35 @@ def uncached(fn: F) -> F:
 
 
 PLATFORM_DOC = "Target platform: linux/amd64 (default) or linux/arm64."
+# The signing flags of publish and ci (supply.py), written once.
+SigningKey = Annotated[
+    dagger.Secret | None,
+    Doc("cosign private key to sign with (e.g. file://cosign.key); nothing goes to a public log."),
+]
+SigningKeyPassword = Annotated[dagger.Secret | None, Doc("The password of --signing-key.")]
+OidcRequestUrl = Annotated[
+    dagger.Secret | None,
+    Doc("Keyless signing in GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_URL (id-token: write)."),
+]
+OidcRequestToken = Annotated[
+    dagger.Secret | None,
+    Doc("Keyless signing in GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_TOKEN."),
+]
+Unsigned = Annotated[
+    bool, Doc("Publish without signatures or attestations (deploys then need --allow-unsigned).")
+]
+BuilderId = Annotated[
+    str,
+    Doc("Provenance builder: local, or $GITHUB_SERVER_URL/$GITHUB_WORKFLOW_REF in Actions."),
+]
+Invocation = Annotated[
+    str,
+    Doc("Provenance run id: the Actions run URL; default for local builds: local:<username>."),
+]
+Created = Annotated[
+    str | None,
+    Doc("The `created` label, RFC 3339 UTC: the commit's committer time; default: now."),
+]
 
 
 @object_type
@@ -196,17 +227,43 @@ class McpTrader:
         allow_pr: Annotated[
             bool, Doc("Publish a pull request ref (refs/pull/N/...) as pr-N; refused otherwise.")
         ] = False,
-        created: Annotated[
-            str | None,
-            Doc("The `created` label, RFC 3339 UTC (e.g. the commit time); default: now."),
-        ] = None,
+        created: Created = None,
+        signing_key: SigningKey = None,
+        signing_key_password: SigningKeyPassword = None,
+        oidc_request_url: OidcRequestUrl = None,
+        oidc_request_token: OidcRequestToken = None,
+        unsigned: Unsigned = False,
+        builder_id: BuilderId = "local",
+        invocation: Invocation = "",
     ) -> list[str]:
-        """Build both images, then push them under every tag of this commit and ref.
+        """Build both images, then push them under every tag of this commit and ref, signed.
 
         Everything is checked before anything runs; every platform of both images is built
-        before the first push; `sha-` tags go first and `latest` last; transient registry errors
-        are retried. Returns each pushed reference with its digest (image:tag@sha256:...).
+        before the first push; an existing immutable tag (sha-, X.Y.Z) is never overwritten;
+        `sha-` tags go first, then every digest is signed with its SLSA provenance and SBOM
+        attached, then the moving tags, `latest` last; transient registry errors are retried.
+        Returns each pushed reference with its digest (image:tag@sha256:...).
         """
+        signing = _supply.signing_config(
+            unsigned=unsigned,
+            key=signing_key,
+            key_password=signing_key_password,
+            oidc_request_url=oidc_request_url,
+            oidc_request_token=oidc_request_token,
+        )
+        chosen = _DEFAULT_PLATFORMS if platforms is None else platforms
+        chain = _supply.supply_chain(
+            signing=signing,
+            registry=registry,
+            username=username,
+            password=password,
+            repository=repository,
+            sha=sha,
+            ref=ref,
+            builder_id=builder_id,
+            invocation=invocation,
+            parameters={"function": "publish", "registry": registry, "created": created},
+        )
         return await _publish_images(
             # The same builds as build-provider / build-gateway.
             _services.builder(self.source),
@@ -216,11 +273,75 @@ class McpTrader:
             sha=sha,
             ref=ref,
             registry=registry,
-            platforms=_DEFAULT_PLATFORMS if platforms is None else platforms,
+            platforms=chosen,
             default_branch=default_branch,
             allow_pr=allow_pr,
             created=created,
+            supply_chain=chain,
         )
+
+    # --- Supply chain: SBOM, verification (supply.py, verify.py) -------------------------------
+    @function
+    async def sbom(
+        self,
+        service: Annotated[str, Doc("binance-provider or mcp-gateway.")] = "binance-provider",
+        platform: Annotated[dagger.Platform | None, Doc(PLATFORM_DOC)] = None,
+    ) -> dagger.File:
+        """The SPDX 2.3 JSON SBOM of a service's runtime image, made by syft from the image:
+        Debian packages, Python distributions, Rust crates. Chain it: `export --path sbom.json`.
+        """
+        named = _services.named(service)
+        image = await _services.build(named, self.source, platform)
+        return _supply.sbom(image, name=named.name)
+
+    @uncached
+    async def verify(
+        self,
+        image: Annotated[
+            str,
+            Doc("Image to check: registry/path:tag or @sha256:digest (the tag is resolved)."),
+        ],
+        public_key: Annotated[
+            dagger.File | None, Doc("cosign public key the images were signed with.")
+        ] = None,
+        certificate_identity: Annotated[
+            str | None,
+            Doc(
+                "Keyless: the signing workflow, e.g. https://github.com/O/R/.github/workflows/ci.yml@refs/heads/main."
+            ),
+        ] = None,
+        certificate_identity_regexp: Annotated[
+            str | None, Doc("Keyless: a regular expression the signing workflow must match.")
+        ] = None,
+        certificate_oidc_issuer: Annotated[
+            str, Doc("Keyless: the OIDC issuer (GitHub Actions' by default).")
+        ] = _cosign.GITHUB_ISSUER,
+        expected_repository: Annotated[
+            str | None,
+            Doc("Refuse unless the provenance names this source, https://github.com/O/R."),
+        ] = None,
+        registry_username: Annotated[str | None, Doc("Registry user, for private images.")] = None,
+        registry_password: Annotated[
+            dagger.Secret | None, Doc("Registry token, for private images.")
+        ] = None,
+    ) -> str:
+        """Verify an image: its signature, its SLSA provenance and its SBOM attestation, under
+        one policy (a public key, or a keyless identity and issuer).
+
+        Prints what was verified (digest, signer, source commit, builder, SBOM contents); a
+        refusal names the check that failed.
+        """
+        policy = _supply.policy_for(
+            public_key=public_key,
+            certificate_identity=certificate_identity,
+            certificate_identity_regexp=certificate_identity_regexp,
+            certificate_oidc_issuer=certificate_oidc_issuer,
+        )
+        auth = _supply.registry_auth(image, registry_username, registry_password)
+        verified = await _supply.verify(
+            image, policy, public_key, auth, expected_repository=expected_repository
+        )
+        return verified.report() + "\n"
 
     # --- Deploy (issue 6): ship compose.yml + deploy/ over SSH, run deploy/mcp-trader-deploy.sh ---
     @uncached
@@ -392,6 +513,14 @@ class McpTrader:
             Doc("Registry token, e.g. env://GITHUB_TOKEN; needed only when the ref publishes."),
         ] = None,
         default_branch: Annotated[str, Doc("The branch whose pushes publish `latest`.")] = "main",
+        created: Created = None,
+        signing_key: SigningKey = None,
+        signing_key_password: SigningKeyPassword = None,
+        oidc_request_url: OidcRequestUrl = None,
+        oidc_request_token: OidcRequestToken = None,
+        unsigned: Unsigned = False,
+        builder_id: BuilderId = "local",
+        invocation: Invocation = "",
     ) -> str:
         """Test and build both images concurrently; publish them for the default branch or a v* tag.
 
@@ -407,4 +536,14 @@ class McpTrader:
             username=username,
             password=password,
             default_branch=default_branch,
+            created=created,
+            signing=_supply.SigningFlags(
+                unsigned=unsigned,
+                key=signing_key,
+                key_password=signing_key_password,
+                oidc_request_url=oidc_request_url,
+                oidc_request_token=oidc_request_token,
+                builder_id=builder_id,
+                invocation=invocation,
+            ),
         )

@@ -28,8 +28,9 @@ import dagger
 
 from .errors import JobFailedError, run_all
 from .errors import describe as describe_error
-from .publish import Builder, format_created, plan_publish, publish_images
+from .publish import Builder, format_created, plan_publish, publish_images, validate_created
 from .services import SERVICES
+from .supply import SigningFlags, SupplyChain, supply_chain
 from .tags import (
     github_source_url,
     image_tags,
@@ -43,6 +44,8 @@ from .tags import (
 Stage = str
 #: Release tags: what `on.push.tags` in .github/workflows/ci.yml triggers on.
 RELEASE_TAG_PREFIX: Final = "v"
+#: Where `ci` publishes: GHCR, publish_images' default.
+REGISTRY: Final = "ghcr.io"
 #: The one platform `ci` builds and publishes (GitHub's hosted runners are linux/amd64).
 CI_PLATFORM: Final = "linux/amd64"
 
@@ -161,8 +164,12 @@ async def run_ci(
     username: str | None = None,
     password: dagger.Secret | None = None,
     default_branch: str = "main",
+    created: str | None = None,
+    signing: SigningFlags | None = None,
 ) -> str:
     """Test and build concurrently, then publish when `decide` says so; returns a report.
+
+    `signing` says how the publish stage signs (supply.py); `created` is the commit's time.
 
     `test` runs the whole test suite and raises when it fails; `build(service, platform)` returns
     a service's runtime image (the module's build functions). Bad input raises `ValueError` before
@@ -171,8 +178,22 @@ async def run_ci(
     decision = decide(sha=sha, ref=ref, default_branch=default_branch)
     source = github_source_url(repository)  # validates the repository in every case
     credentials = validate_credentials(decision, username, password)
-    created = format_created(datetime.now(UTC))
+    created = validate_created(created) if created else format_created(datetime.now(UTC))
+    chain: SupplyChain | None = None
     if credentials is not None:
+        flags = signing or SigningFlags()
+        chain = supply_chain(
+            signing=flags.config(),
+            registry=REGISTRY,
+            username=credentials[0],
+            password=credentials[1],
+            repository=repository,
+            sha=sha,
+            ref=ref,
+            builder_id=flags.builder_id,
+            invocation=flags.invocation,
+            parameters={"function": "ci", "registry": REGISTRY, "created": created},
+        )
         # Every publish input (image names, tags, labels), checked before the first query.
         plan_publish(
             repository=repository,
@@ -224,9 +245,11 @@ async def run_ci(
             password=secret,
             sha=sha,
             ref=ref,
+            registry=REGISTRY,
             platforms=[CI_PLATFORM],
             default_branch=default_branch,
             created=created,
+            supply_chain=chain,
         )
     except Exception as error:
         raise CiError([("publish", error)]) from error

@@ -25,9 +25,13 @@ import dagger
 from dagger import dag
 
 from . import platforms
+from .reproducible import FILE_EPOCH
 
 #: Official Rust image, pinned to the toolchain `make test` uses (edition 2024, rust-version 1.88).
 RUST_IMAGE: Final = "rust:1.95.0-slim-bookworm"
+#: cargo-auditable embeds the dependency tree in the binary (a `.dep-v0` section), so the SBOM
+#: and scanners see every crate of a stripped binary; the host's is the same (50-supply-chain.sh).
+CARGO_AUDITABLE_VERSION: Final = "0.7.7"
 #: Distroless glibc base (libgcc, libc, CA certificates, no shell), uid 65532 "nonroot". Pinned by
 #: the digest of its multi-platform index (amd64, arm64 and more), so `--platform` picks the
 #: matching variant; a single platform's manifest digest would give every platform the same base.
@@ -137,6 +141,7 @@ def build_command(
     return fresh(
         [
             "cargo",
+            "auditable",
             "install",
             "--locked",
             "--no-track",
@@ -224,7 +229,9 @@ async def builder(
     """The build container for `platform` (on the engine's platform) and the target it builds."""
     target_platform = platforms.validate_platform(platform)
     target = TARGETS[str(target_platform)]
-    ctr = cargo_caches(dag.container().from_(RUST_IMAGE))
+    ctr = cargo_caches(dag.container().from_(RUST_IMAGE)).with_exec(
+        ["cargo", "install", "--locked", "--version", CARGO_AUDITABLE_VERSION, "cargo-auditable"]
+    )
     build_platform = platforms.normalize(str(await dag.default_platform()))
     if build_platform != str(target_platform):
         ctr = with_cross_toolchain(ctr, target)
@@ -234,7 +241,9 @@ async def builder(
 async def binary(source: dagger.Directory, platform: dagger.Platform | None = None) -> dagger.File:
     """The release binary of binance-provider for `platform` (linux/amd64 by default)."""
     build_ctr, target = await builder(source, platform)
-    return build_ctr.with_exec(build_command(target)).file(OUT)
+    built = build_ctr.with_exec(build_command(target)).file(OUT)
+    # The build exec's time is not part of the image: every build of a commit gets one mtime.
+    return built.with_timestamps(FILE_EPOCH)
 
 
 async def runtime(source: dagger.Directory, platform: dagger.Platform) -> dagger.Container:

@@ -13,6 +13,11 @@ The order of work is what makes a failed publish harmless:
 4. A failed push is retried only when the registry error looks transient (5xx, 429, timeouts,
    connection resets); otherwise, or after the last attempt, publishing stops: since all
    immutable tags come first, a failure there leaves every moving tag of both images untouched.
+5. With a `SupplyChain` (supply.py): before building, an immutable tag that already exists is
+   kept, never overwritten (its digest is reused for every other tag of that image, or the
+   publish fails when it is another commit's build); after the immutable pushes, every image
+   digest is signed and gets its provenance and SBOM attestations; a failure there is reported
+   like a push failure and moves no tag.
 
 `publish_images` is the reusable entry point (the `publish` and `ci` functions call it); the
 planning (`plan_publish`), the retry decision (`is_transient`) and the digest check are pure.
@@ -29,7 +34,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import dagger
 from dagger import dag
@@ -47,6 +52,9 @@ from .tags import (
     validate_registry_username,
     version_label,
 )
+
+if TYPE_CHECKING:
+    from .supply import SupplyChain
 
 DEFAULT_PLATFORMS: Final = (_platforms.DEFAULT,)
 
@@ -291,12 +299,14 @@ async def publish_images(
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     registry_service: dagger.Service | None = None,
+    supply_chain: SupplyChain | None = None,
 ) -> list[str]:
     """Build both images for every platform, then push them under every tag of `sha`/`ref`.
 
     Returns the pushed references with their digests (`image:tag@sha256:...`) in push order.
     `password` is only ever passed by reference to `with_registry_auth`. `created` defaults to
     now (RFC 3339, UTC). `registry_service` routes the pushes to a service (tests' registry).
+    `supply_chain` keeps existing immutable tags and signs and attests every digest (step 5).
     """
     plan = plan_publish(
         repository=repository,
@@ -309,16 +319,26 @@ async def publish_images(
         allow_pr=allow_pr,
     )
     validate_registry_username(username)
+    kept = await supply_chain.existing(plan) if supply_chain is not None else {}
+    variants = await build_variants(build, plan)
     pusher = Pusher(
         plan,
-        await build_variants(build, plan),
+        variants,
         username=username,
         password=password,
         retry=retry or RetryPolicy(),
         sleep=sleep,
         registry_service=registry_service,
+        kept=kept,
+        retag=supply_chain.retag if supply_chain is not None else None,
     )
     await pusher.push(plan.immutable)
+    if supply_chain is not None:
+        digests = {p.step.service: p.digest for p in reversed(pusher.pushed)}
+        try:
+            await supply_chain.sign_all(plan, digests, variants)
+        except Exception as error:
+            raise PublishError(pusher.report(f"signing failed: {error}", plan.moving)) from error
     await pusher.push(plan.moving)
     return [p.reference for p in pusher.pushed]
 
@@ -364,6 +384,10 @@ class Pusher:
     retry: RetryPolicy
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     registry_service: dagger.Service | None = None
+    #: service -> the digest its existing immutable tags name: its other tags point there too
+    #: (through `retag`) instead of at a new push.
+    kept: dict[str, str] = field(default_factory=dict)
+    retag: Callable[[PushStep, str], Awaitable[str]] | None = None
     pushed: list[Pushed] = field(default_factory=list)
 
     async def push(self, steps: Sequence[PushStep]) -> list[Pushed]:
@@ -392,6 +416,9 @@ class Pusher:
         return done
 
     async def _publish(self, step: PushStep) -> str:
+        if step.service in self.kept:
+            assert self.retag is not None, "kept digests need a retag"
+            return await self.retag(step, self.kept[step.service])
         containers = self.variants[step.service]
         delays = self.retry.delays()
         for attempt in range(self.retry.attempts):
@@ -426,13 +453,19 @@ class Pusher:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _stopped(self, index: int, error: Exception, *, step_pushed: bool = False) -> str:
-        steps = self.plan.steps
-        step = steps[index]
+        step = self.plan.steps[index]
+        verb = "checking" if step_pushed else "publishing"
+        return self.report(
+            f"{verb} {step.service} as {step.address} failed: {error}",
+            self.plan.steps[index + 1 :],
+        )
+
+    def report(self, headline: str, left_steps: Sequence[PushStep]) -> str:
+        """`headline`, then what was pushed, which moving tags changed, and what was not pushed."""
         pushed = [p.reference for p in self.pushed]
         moved = [p.step.address for p in self.pushed if p.step.moving]
-        left = [s.address for s in steps[index + 1 :]]
-        verb = "checking" if step_pushed else "publishing"
-        lines = [f"{verb} {step.service} as {step.address} failed: {error}"]
+        left = [s.address for s in left_steps]
+        lines = [headline]
         lines.append(f"already pushed: {', '.join(pushed) if pushed else 'nothing'}")
         if moved:
             lines.append(f"moving tags already changed: {', '.join(moved)}")

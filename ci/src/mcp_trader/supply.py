@@ -35,6 +35,9 @@ from .cosign import (
     parse_reference,
     sbom_argv,
 )
+from .labels import PREFIX as LABEL_PREFIX
+from .provenance import LOCAL_BUILDER, Builder, Source, local_builder, predicate
+from .publish import PublishError, PublishPlan, PushStep
 from .verify import Result, Runner, Verified, resolve, sign_steps, verify_image
 
 BIN: Final = "/usr/local/bin"
@@ -277,3 +280,265 @@ class SigningError(Exception):
 async def resolved_base(image: str, platform: dagger.Platform | None = None) -> str:
     """`image` as the engine resolves it now: `name:tag@sha256:...` (for provenance)."""
     return await dag.container(platform=platform).from_(image).image_ref()
+
+
+# ---------------------------------------------------------------------------------------------
+# What `publish` asks of the supply chain
+
+
+def base_images() -> dict[str, dict[str, tuple[str, bool]]]:
+    """service -> base name -> (image, resolved for the target platform?) for provenance.
+
+    The builders' own constants, so a bumped base is recorded without a second edit here. The
+    Rust image runs on the engine's platform (cross-compiling); the others are the target's.
+    """
+    from . import gateway, provider
+
+    return {
+        "binance-provider": {
+            "rust": (provider.RUST_IMAGE, False),
+            "distroless": (provider.RUNTIME_IMAGE, True),
+        },
+        "mcp-gateway": {
+            "python": (gateway.PYTHON_IMAGE, True),
+            "uv": (gateway.UV_IMAGE, False),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    """How `publish` signs: a key pair's private key, or keyless with GitHub's OIDC request."""
+
+    key: dagger.Secret | None = None
+    key_password: dagger.Secret | None = None
+    oidc_request_url: dagger.Secret | None = None
+    oidc_request_token: dagger.Secret | None = None
+
+    def __post_init__(self) -> None:
+        keyless = self.oidc_request_url is not None or self.oidc_request_token is not None
+        if self.key is not None and keyless:
+            raise ValueError(
+                "give either --signing-key (a cosign key pair's private key) or the GitHub "
+                "OIDC request (--oidc-request-url/--oidc-request-token) to sign, not both"
+            )
+        if keyless and (self.oidc_request_url is None or self.oidc_request_token is None):
+            raise ValueError(
+                "keyless signing needs both --oidc-request-url env://ACTIONS_ID_TOKEN_REQUEST_URL "
+                "and --oidc-request-token env://ACTIONS_ID_TOKEN_REQUEST_TOKEN"
+            )
+        if self.key is None and not keyless:
+            raise ValueError(
+                "publish signs every image: pass --signing-key file://cosign.key (with "
+                "--signing-key-password) or, in GitHub Actions, --oidc-request-url "
+                "env://ACTIONS_ID_TOKEN_REQUEST_URL --oidc-request-token "
+                "env://ACTIONS_ID_TOKEN_REQUEST_TOKEN (the job needs `id-token: write`); "
+                "--unsigned publishes without signatures"
+            )
+
+    @property
+    def signer(self) -> Signer:
+        return signer_for(self.key)
+
+
+def signing_config(
+    *,
+    unsigned: bool,
+    key: dagger.Secret | None,
+    key_password: dagger.Secret | None,
+    oidc_request_url: dagger.Secret | None,
+    oidc_request_token: dagger.Secret | None,
+) -> SigningConfig | None:
+    """The signing flags of `publish`/`ci`, checked; None only for an explicit `--unsigned`."""
+    given = [key, key_password, oidc_request_url, oidc_request_token]
+    if unsigned:
+        if any(value is not None for value in given):
+            raise ValueError("--unsigned contradicts the signing flags given with it: drop one")
+        return None
+    return SigningConfig(key, key_password, oidc_request_url, oidc_request_token)
+
+
+@dataclass
+class SupplyChain:
+    """The supply-chain steps of one publish (publish.py step 5), for one commit."""
+
+    signing: SigningConfig | None
+    auth: RegistryAuth
+    source: Source
+    builder: Builder
+    parameters: Mapping[str, Any]
+
+    async def existing(self, plan: PublishPlan) -> dict[str, str]:
+        """service -> the digest its existing immutable tags name (absent: nothing exists yet).
+
+        Refuses when those tags disagree, or name a build of another commit: an immutable tag
+        never moves. A build of this same commit is kept (a re-run, or a release tag on a commit
+        main already published), even when the new build differs in non-reproducible bits.
+        """
+        kept: dict[str, str] = {}
+        for service, image in plan.images.items():
+            steps = [s for s in plan.immutable if s.service == service]
+            found = {s.tag: await digest(s.address, self.auth) for s in steps}
+            present = {tag: d for tag, d in found.items() if d is not None}
+            if not present:
+                continue
+            if len(set(present.values())) > 1:
+                listed = ", ".join(f"{image}:{t} -> {d}" for t, d in present.items())
+                raise PublishError(
+                    f"the immutable tags of {image} already point at different digests ({listed}):"
+                    " refusing to publish over them; nothing was built or pushed"
+                )
+            existing_digest = next(iter(present.values()))
+            revision = await self._revision(f"{image}@{existing_digest}", plan.platforms[0])
+            wanted = plan.labels[f"{LABEL_PREFIX}revision"]
+            if not revision or not (revision.startswith(wanted) or wanted.startswith(revision)):
+                tags = ", ".join(present)
+                raise PublishError(
+                    f"{image}:{tags} already exists ({existing_digest}) and was built from commit "
+                    f"{revision or 'unknown'}, not {wanted}: an immutable tag never changes "
+                    "digest; publish a new version instead. Nothing was built or pushed"
+                )
+            kept[service] = existing_digest
+        return kept
+
+    async def _revision(self, image: str, platform: str) -> str:
+        result = await runner(tools(), self.auth)(
+            ["crane", "config", "--platform", platform, image]
+        )
+        if result.exit_code != 0:
+            raise PublishError(
+                f"cannot read the config of {image}: {(result.stderr or result.stdout).strip()}"
+            )
+        try:
+            labels = json.loads(result.stdout).get("config", {}).get("Labels") or {}
+        except (ValueError, AttributeError):
+            return ""
+        return str(labels.get(f"{LABEL_PREFIX}revision", ""))
+
+    async def retag(self, step: PushStep, existing: str) -> str:
+        """Point `step`'s tag at the kept digest (`crane tag`: the manifest as is, no re-push)."""
+        result = await runner(tools(), self.auth)(
+            ["crane", "tag", f"{step.image}@{existing}", step.tag]
+        )
+        if result.exit_code != 0:
+            raise RuntimeError((result.stderr or result.stdout).strip() or "crane tag failed")
+        return f"{step.address}@{existing}"
+
+    async def sign_all(
+        self,
+        plan: PublishPlan,
+        digests: Mapping[str, str],
+        variants: Mapping[str, list[dagger.Container]],
+    ) -> None:
+        """Sign each image digest, then attach its provenance and SBOM (both images, in order)."""
+        if self.signing is None:
+            return
+        for service, image in plan.images.items():
+            containers = variants[service]
+            if len(containers) != 1 or len(plan.platforms) != 1:
+                raise PublishError(
+                    "signing a multi-platform index is not supported yet: publish one platform "
+                    "per call, or pass --unsigned"
+                )
+            pinned = f"{image}@{digests[service]}"
+            statement = await self.provenance(service, image, plan.platforms[0])
+            await sign_and_attest(
+                pinned,
+                signer=self.signing.signer,
+                provenance=statement,
+                sbom_file=sbom(containers[0], name=image, version=plan.tags[0].name),
+                auth=self.auth,
+                key=self.signing.key,
+                key_password=self.signing.key_password,
+                oidc_request_url=self.signing.oidc_request_url,
+                oidc_request_token=self.signing.oidc_request_token,
+            )
+
+    async def provenance(self, service: str, image: str, platform: str) -> dict[str, Any]:
+        """The SLSA v1 predicate of `service` built for `platform` (bases resolved now)."""
+        bases = {
+            name: await resolved_base(ref, dagger.Platform(platform) if on_target else None)
+            for name, (ref, on_target) in base_images()[service].items()
+        }
+        return predicate(
+            source=self.source,
+            parameters={
+                **self.parameters,
+                "service": service,
+                "image": image,
+                "platform": platform,
+            },
+            base_images=bases,
+            builder=self.builder,
+            builder_version={"dagger": await dag.version()},
+        )
+
+
+def supply_chain(
+    *,
+    signing: SigningConfig | None,
+    registry: str,
+    username: str,
+    password: dagger.Secret,
+    repository: str,
+    sha: str,
+    ref: str,
+    builder_id: str,
+    invocation: str,
+    parameters: Mapping[str, Any],
+) -> SupplyChain:
+    """The supply-chain side of one publish, every input checked before any query.
+
+    `builder_id` is `local` on a developer's machine (the invocation then names the registry
+    user, unless given) or the GitHub workflow (`$GITHUB_SERVER_URL/$GITHUB_WORKFLOW_REF`) with
+    the run as invocation (`.../actions/runs/$GITHUB_RUN_ID/attempts/$GITHUB_RUN_ATTEMPT`).
+    """
+    from .tags import github_source_url
+
+    builder = (
+        local_builder(username)
+        if builder_id == LOCAL_BUILDER and not invocation
+        else Builder(builder_id, invocation or f"local:{username}")
+    )
+    return SupplyChain(
+        signing=signing,
+        auth=RegistryAuth(registry, username, password),
+        source=Source(github_source_url(repository), ref, sha.lower()),
+        builder=builder,
+        parameters=dict(parameters),
+    )
+
+
+@dataclass(frozen=True)
+class SigningFlags:
+    """The signing and provenance flags of `ci`, passed through to its publish stage."""
+
+    unsigned: bool = False
+    key: dagger.Secret | None = None
+    key_password: dagger.Secret | None = None
+    oidc_request_url: dagger.Secret | None = None
+    oidc_request_token: dagger.Secret | None = None
+    builder_id: str = LOCAL_BUILDER
+    invocation: str = ""
+
+    def config(self) -> SigningConfig | None:
+        return signing_config(
+            unsigned=self.unsigned,
+            key=self.key,
+            key_password=self.key_password,
+            oidc_request_url=self.oidc_request_url,
+            oidc_request_token=self.oidc_request_token,
+        )
+
+
+def registry_auth(
+    image: str, username: str | None, password: dagger.Secret | None
+) -> RegistryAuth | None:
+    """Credentials for `image`'s registry, or None (public images); both or neither."""
+    if (username is None) != (password is None):
+        raise ValueError(
+            "give both --registry-username and --registry-password (or neither, for public images)"
+        )
+    if username is None or password is None:
+        return None
+    return RegistryAuth(parse_reference(image).registry, username, password)
