@@ -93,7 +93,7 @@ async def test_gateway_tests_run_the_end_to_end_test_against_the_built_provider(
     # The file is the release binary copied out of the provider's build, in its install exec.
     producer = copy.args["source"]
     assert producer.arg("file", "path") == "/out/bin/binance-provider"
-    assert any(cargo_command(a)[:2] == ["cargo", "install"] for a in execs(producer))
+    assert any(cargo_command(a)[:3] == ["cargo", "auditable", "install"] for a in execs(producer))
     env = {s.args["name"]: s.args["value"] for s in obj.find_all("withEnvVariable")}
     assert env["BINANCE_PROVIDER_BIN"] == provider.BINARY_PATH
 
@@ -162,7 +162,9 @@ async def test_every_uv_step_trusts_the_system_ca_store_and_every_cargo_build_is
             # would refuse them.
             assert env.get("UV_SYSTEM_CERTS") == "true", argv
         command = cargo_command(argv)
-        if command[:2] in (["cargo", "install"], ["cargo", "clippy"], ["cargo", "test"]):
+        # (`cargo install ... cargo-auditable` installs a tool, outside any target/ volume.)
+        builds = command[:3] == ["cargo", "auditable", "install"]
+        if builds or command[:2] in (["cargo", "clippy"], ["cargo", "test"]):
             cargo_steps += 1
             # The crate's fingerprints go in the same exec, from the target/ actually mounted.
             target = [

@@ -111,7 +111,7 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
 async def test_both_failures_are_reported_together(engine: EngineDouble, module: McpTrader) -> None:
     engine.fail(
         "withExec",
-        when=lambda s: cargo_command(s.args["args"])[:2] == ["cargo", "install"],
+        when=lambda s: cargo_command(s.args["args"])[:3] == ["cargo", "auditable", "install"],
         exit_code=101,
         stderr="rust broke",
     )
