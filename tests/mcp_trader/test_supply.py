@@ -571,3 +571,43 @@ async def test_ci_in_github_signs_keyless_with_the_oidc_secrets(
     ]
     assert all("--key" not in argv and "--tlog-upload=false" not in argv for argv in tools.ran)
     assert_no_secret_value(engine)
+
+
+async def test_the_provider_build_embeds_its_crates_with_pinned_cargo_auditable(
+    engine: EngineDouble,
+) -> None:
+    from mcp_trader import provider
+
+    binary = await provider.binary(dag.directory())
+    chain = engine.obj(await binary.id())
+    commands = [list(s.args["args"]) for s in chain.find_all("withExec")]
+    install = ["cargo", "install", "--locked", "--version", provider.CARGO_AUDITABLE_VERSION]
+    assert [*install, "cargo-auditable"] in commands
+    assert commands[-1][6:9] == ["cargo", "auditable", "install"]
+
+
+async def test_verify_function_needs_one_policy_before_any_query(engine: EngineDouble) -> None:
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match="give exactly one of --public-key"):
+        await module().verify(image=f"{REPO}:sha-1a2b3c4")
+    with pytest.raises(ValueError, match="both --registry-username and --registry-password"):
+        await module().verify(
+            image=f"{REPO}:sha-1a2b3c4", certificate_identity="x", registry_username="u"
+        )
+    assert len(engine.queries) == before
+
+
+def test_verify_and_sbom_register_with_the_sdk(registered_functions: dict[str, Any]) -> None:
+    verify, sbom_function = registered_functions["verify"], registered_functions["sbom"]
+    assert verify.cache_policy == "Never"  # the registry's state is what it checks
+    assert list(verify.args) == [
+        "image",
+        "public_key",
+        "certificate_identity",
+        "certificate_identity_regexp",
+        "certificate_oidc_issuer",
+        "expected_repository",
+        "registry_username",
+        "registry_password",
+    ]
+    assert list(sbom_function.args) == ["service", "platform"]
