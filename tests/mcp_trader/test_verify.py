@@ -147,3 +147,20 @@ def test_publish_signs_before_it_attests() -> None:
     assert [name for name, _ in steps] == ["sign", "attest provenance", "attest SBOM"]
     assert steps[1][1][steps[1][1].index("--predicate") + 1] == "/p"
     assert steps[2][1][steps[2][1].index("--predicate") + 1] == "/s"
+
+
+async def test_deploy_pins_are_verified_digests_or_explicitly_unsigned() -> None:
+    from mcp_trader.verify import pins_for_deploy
+
+    images = {"binance-provider": f"{REPO}:sha-1a2b3c4"}
+    [pin] = (await pins_for_deploy(Script(), images, POLICY)).values()
+    assert (pin.value, pin.signature) == (f"sha-1a2b3c4@{DIGEST}", "verified")
+    assert pin.verified is not None and pin.verified.provenance.commit == COMMIT
+    unsigned = Script(verify=Result(1, "", "Error: no signatures found"))
+    [pin] = (await pins_for_deploy(unsigned, images, None)).values()
+    assert (pin.value, pin.signature) == (f"sha-1a2b3c4@{DIGEST}", "unsigned")
+    assert [argv[0] for argv in unsigned.ran] == ["crane"]  # resolved only
+    with pytest.raises(VerificationError, match="no signatures found"):
+        await pins_for_deploy(unsigned, images, POLICY)
+    with pytest.raises(ValueError, match="as repository:tag"):
+        await pins_for_deploy(Script(), {"x": f"{REPO}@{DIGEST}"}, POLICY)

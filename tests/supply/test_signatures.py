@@ -156,3 +156,23 @@ def test_attestations_are_signed_in_toto_statements_about_the_digest(
     assert statement == provenance.statement(
         signed.gateway.repository, signed.gateway.digest, attested
     )
+
+
+def test_deploy_pins_both_services_by_verified_digest_or_refuses_all(
+    runner: tools.HostRunner, signed: Signed, key: tools.KeyPair, other_key: tools.KeyPair
+) -> None:
+    from mcp_trader.verify import pins_for_deploy
+
+    images = {
+        "binance-provider": signed.provider.reference,
+        "mcp-gateway": signed.gateway.reference,
+    }
+    pins = asyncio.run(pins_for_deploy(runner, images, KeyPolicy(str(key.public))))
+    assert {s: p.value for s, p in pins.items()} == {
+        "binance-provider": f"{tools.TAG}@{signed.provider.digest}",
+        "mcp-gateway": f"{tools.TAG}@{signed.gateway.digest}",
+    }
+    assert {p.signature for p in pins.values()} == {"verified"}
+    # One image failing refuses the whole deploy: no pin comes back for the other either.
+    with pytest.raises(VerificationError, match="signature check failed"):
+        asyncio.run(pins_for_deploy(runner, images, KeyPolicy(str(other_key.public))))

@@ -188,3 +188,46 @@ def sign_steps(
         ("attest provenance", attest_argv(image, provenance_file, PROVENANCE_TYPE, signer)),
         ("attest SBOM", attest_argv(image, sbom_file, SBOM_TYPE, signer)),
     )
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What a deploy pins for one service: `TAG@sha256:...` and how it was checked."""
+
+    service: str
+    tag: str
+    digest: str
+    #: "verified" after `verify_image` passed; "unsigned" only with an explicit escape hatch.
+    signature: str
+    verified: Verified | None = None
+
+    @property
+    def value(self) -> str:
+        """The server script's form (`--tag`, `.env`): the tag for people, the digest for pulls."""
+        return f"{self.tag}@{self.digest}"
+
+
+async def pins_for_deploy(
+    run: Runner,
+    images: dict[str, str],
+    policy: Policy | None,
+    *,
+    expected_repository: str | None = None,
+) -> dict[str, Pin]:
+    """service -> its pin, every image resolved and (unless `policy` is None) verified first.
+
+    `images` maps each service to `repository:tag`. Nothing is returned unless every image
+    passed, so a deploy that uses these pins changes nothing on the server after a refusal;
+    `policy=None` is `--allow-unsigned`: resolved by digest, recorded as unsigned.
+    """
+    pins: dict[str, Pin] = {}
+    for service, image in images.items():
+        ref = parse_reference(image)
+        if ref.tag is None or ref.digest is not None:
+            raise ValueError(f"deploy takes {service} as repository:tag, got {image!r}")
+        if policy is None:
+            pins[service] = Pin(service, ref.tag, await resolve(run, image), "unsigned")
+            continue
+        verified = await verify_image(run, image, policy, expected_repository=expected_repository)
+        pins[service] = Pin(service, ref.tag, verified.digest, "verified", verified)
+    return pins
