@@ -32,6 +32,7 @@ from .cosign import (
     KeySigner,
     Policy,
     Signer,
+    VerificationError,
     parse_reference,
     sbom_argv,
 )
@@ -205,8 +206,6 @@ async def verify(
 
 async def digest(image: str, auth: RegistryAuth | None = None) -> str | None:
     """The digest a tag names in its registry, or None when the registry has no such tag."""
-    from .cosign import VerificationError
-
     try:
         return await resolve(runner(tools(), auth), image)
     except VerificationError as error:
