@@ -3,7 +3,9 @@
 service binaries (images.py), and an sshd of our own on a free loopback port with generated keys.
 
 The "server" is this machine reached over that sshd: every scenario ships and runs the deploy
-exactly as the Dagger module does, with the argv lists built by `mcp_trader.ssh`.
+exactly as the Dagger module does, with the argv lists built by `mcp_trader.ssh`. Faults are
+injected from here: the ssh client or the sshd child of a connection killed, the server-side
+worker SIGKILLed, a full filesystem (a tmpfs mounted on the deploy directory).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,21 +33,23 @@ from tests.deploy import images
 
 REPO = images.REPO
 SSHD = "/usr/sbin/sshd"
-# Fast healthchecks so the suite stays short on 2 cores; the start period still covers a slow
-# gateway start, and the bad release is declared unhealthy within ~15 s.
+# Fast healthchecks so the suite stays short on 2 cores: a good version counts as healthy at
+# its first passing check (1 s interval). The start period and the timeout are generous because
+# a loaded machine (2 cores shared with builds) can take many seconds to start the gateway; the
+# bad release is declared unhealthy after the start period plus three quick failures (~25 s).
 TEST_ENV_LINES = [
     "# mcp-trader test server settings",
     f"IMAGE_PREFIX={images.PREFIX}",
     "HEALTHCHECK_INTERVAL=1s",
-    "HEALTHCHECK_TIMEOUT=3s",
-    "HEALTHCHECK_RETRIES=2",
-    "HEALTHCHECK_START_PERIOD=10s",
+    "HEALTHCHECK_TIMEOUT=10s",
+    "HEALTHCHECK_RETRIES=3",
+    "HEALTHCHECK_START_PERIOD=20s",
     "STOP_GRACE_PERIOD=5s",
     "BINANCE_BASE_URL=http://127.0.0.1:9",
     'MCP_GATEWAY_TOKEN="0123abcd-test-token"',
     "EXTRA_NO_NEWLINE_AT_END=kept",
 ]
-WAIT_TIMEOUT = 30
+WAIT_TIMEOUT = 60
 
 
 def _why_docker_unusable() -> str | None:
@@ -111,6 +117,7 @@ class Sshd:
     known_hosts: Path
     wrong_known_hosts: Path
     user: str
+    pid: int
 
     def target(self, known_hosts: Path | None = None) -> ssh.Target:
         return ssh.Target(
@@ -174,7 +181,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterat
     wrong = d / "wrong_known_hosts"
     wrong.write_text(f"[127.0.0.1]:{port} {(d / 'other_host_key.pub').read_text()}")
     try:
-        yield Sshd(d, port, client_key, known, wrong, getpass.getuser())
+        yield Sshd(d, port, client_key, known, wrong, getpass.getuser(), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -185,10 +192,40 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    run_id: str = ""
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def proc_children() -> dict[int, list[int]]:
+    """ppid -> pids of every process (from /proc)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def comm(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
 
 
 @dataclass
@@ -202,12 +239,19 @@ class Server:
     env_lines: list[str] = field(default_factory=list)
 
     # -- shipping and running, as the module does ---------------------------------------------
-    def plan(self, args: Sequence[str], known_hosts: Path | None = None) -> ssh.Plan:
+    def plan(
+        self,
+        args: Sequence[str],
+        known_hosts: Path | None = None,
+        run_id: str | None = None,
+        bundle_root: Path = REPO,
+    ) -> ssh.Plan:
         return ssh.plan(
             self.sshd.target(known_hosts),
             path=str(self.path),
-            run_id=uuid.uuid4().hex,
-            bundle_root=str(REPO),
+            run_id=run_id or uuid.uuid4().hex,
+            nonce=secrets.token_hex(6),
+            bundle_root=str(bundle_root),
             args=args,
         )
 
@@ -225,11 +269,13 @@ class Server:
         *,
         known_hosts: Path | None = None,
         stdin: str | None = None,
+        bundle_root: Path = REPO,
         **kwargs: object,
     ) -> Result:
         """Ship the bundle and run the script: exactly the module's sequence of commands."""
         args = ssh.script_args(action, wait_timeout=WAIT_TIMEOUT, **kwargs)  # type: ignore[arg-type]
-        plan = self.plan(args, known_hosts)
+        run_id = uuid.uuid4().hex
+        plan = self.plan(args, known_hosts, run_id=run_id, bundle_root=bundle_root)
         failed = self.ship(plan)
         if failed is not None:
             return failed
@@ -241,21 +287,73 @@ class Server:
             check=False,
             timeout=300,
         )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        return Result(proc.returncode, proc.stdout, proc.stderr, run_id)
 
-    def start(self, action: str, **kwargs: object) -> subprocess.Popen[str]:
-        """Ship, then start the script without waiting (for the concurrency scenario)."""
+    def start(
+        self, action: str, *, bundle_root: Path = REPO, **kwargs: object
+    ) -> tuple[str, subprocess.Popen[str]]:
+        """Ship, then start the script without waiting: (run id, the ssh client process)."""
         args = ssh.script_args(action, wait_timeout=WAIT_TIMEOUT, **kwargs)  # type: ignore[arg-type]
-        plan = self.plan(args)
+        run_id = uuid.uuid4().hex
+        plan = self.plan(args, run_id=run_id, bundle_root=bundle_root)
         failed = self.ship(plan)
         assert failed is None, failed
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             plan.run,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        return run_id, proc
+
+    # -- the server-side run ------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.path / ".deploy-state"
+
+    def intent(self) -> dict[str, str]:
+        """The intent of the run in progress (empty when none)."""
+        try:
+            text = (self.state_dir / "intent").read_text()
+        except OSError:
+            return {}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def wait_phase(self, phase: str, timeout: float = 120) -> None:
+        wait_for(f"phase {phase}", lambda: self.intent().get("phase") == phase, timeout)
+
+    def outcome(self, run_id: str) -> tuple[int, str] | None:
+        """(exit code, message) of a finished server-side run, None while it runs."""
+        try:
+            code, msg = (self.state_dir / "runs" / f"{run_id}.exit").read_text().split("\n")[:2]
+        except (OSError, ValueError):
+            return None
+        return (int(code), msg.rstrip()) if code.isdigit() else None
+
+    def wait_outcome(self, run_id: str, timeout: float = 180) -> tuple[int, str]:
+        wait_for(f"run {run_id} to end", lambda: self.outcome(run_id) is not None, timeout)
+        result = self.outcome(run_id)
+        assert result is not None
+        return result
+
+    def worker_pid(self) -> int:
+        holder = (self.state_dir / "holder").read_text()
+        return int(holder.split("pid=", 1)[1].split()[0])
+
+    def kill_sshd_child(self) -> list[int]:
+        """SIGKILL the sshd processes serving the open connection (not the listener)."""
+        tree = proc_children()
+        killed: list[int] = []
+        todo = list(tree.get(self.sshd.pid, []))
+        while todo:
+            pid = todo.pop()
+            if comm(pid).startswith("sshd"):
+                todo.extend(tree.get(pid, []))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        assert killed, "no sshd child to kill: is the connection open?"
+        return killed
 
     # -- looking at the server ----------------------------------------------------------------
     @property
@@ -269,7 +367,7 @@ class Server:
     def log(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
             return []
-        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`docker compose` in the deploy directory, as an operator would type it."""
@@ -303,11 +401,12 @@ class Server:
         ).stdout.split()
         out: dict[str, dict[str, str]] = {}
         for cid in ids:
-            info = json.loads(
-                subprocess.run(
-                    ["docker", "inspect", cid], capture_output=True, text=True, check=True
-                ).stdout
-            )[0]
+            inspected = subprocess.run(
+                ["docker", "inspect", cid], capture_output=True, text=True, check=False
+            )
+            if inspected.returncode != 0:
+                continue  # removed since `docker ps` listed it (a deploy is replacing it)
+            info = json.loads(inspected.stdout)[0]
             service = info["Config"]["Labels"]["com.docker.compose.service"]
             health = (info["State"].get("Health") or {}).get("Status", info["State"]["Status"])
             out[service] = {"id": info["Id"], "image": info["Config"]["Image"], "health": health}
@@ -326,13 +425,9 @@ class Server:
             return int(r.status)
 
 
-@pytest.fixture
-def server(
-    tmp_path: Path, sshd: Sshd, test_images: None, request: pytest.FixtureRequest
-) -> Iterator[Server]:
+def new_server(path: Path, sshd: Sshd) -> Server:
     """A fresh, empty deploy directory with a hand-written .env (secrets, settings, no tags)."""
-    path = tmp_path / "srv" / "mcp-trader"
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     project = f"mcp-trader-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     lines = [
@@ -344,7 +439,25 @@ def server(
     # The last line deliberately has no newline: it must survive byte for byte too.
     (path / ".env").write_text("\n".join(lines))
     (path / ".env").chmod(0o600)
-    srv = Server(path, project, port, sshd, lines)
+    return Server(path, project, port, sshd, lines)
+
+
+@pytest.fixture
+def server(tmp_path: Path, sshd: Sshd, test_images: None) -> Iterator[Server]:
+    """A fresh deploy directory of its own for one scenario."""
+    srv = new_server(tmp_path / "srv" / "mcp-trader", sshd)
+    try:
+        yield srv
+    finally:
+        srv.compose("down", "--remove-orphans", "--timeout", "1")
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, sshd: Sshd, test_images: None
+) -> Iterator[Server]:
+    """One deploy directory shared by a module's scenarios that only look or are refused."""
+    srv = new_server(tmp_path_factory.mktemp("shared") / "mcp-trader", sshd)
     try:
         yield srv
     finally:

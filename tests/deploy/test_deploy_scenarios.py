@@ -1,135 +1,77 @@
-"""Issue 6's scenarios, end to end: the module's ssh/scp argv lists (mcp_trader.ssh) run from
-the host against a real sshd, shipping compose.yml + deploy/ and running the server script,
-which drives Docker Compose v2 against images pulled from the local registry.
+"""The deploy path end to end, and every fault of the deploy-reliability issue as a scenario.
+
+The module's ssh/scp argv lists (mcp_trader.ssh) run from the host against a real sshd,
+shipping compose.yml + deploy/ and running the server script, which drives Docker Compose v2
+against images pulled from the local registry. Faults are real: the ssh client or the sshd
+child killed mid-`up` and mid-rollback, the server-side worker SIGKILLed, a broken bundle, a
+failed pull, .env spellings and a symlinked .env, damaged logs, a full filesystem, five
+deploys at once, a registry that is not the images'.
+
+Each scenario gets a deploy directory of its own; those that only look or are refused share
+one stack in test_deploy_one_stack.py. Healthchecks are fast (conftest.TEST_ENV_LINES).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from mcp_trader import ssh
 
 from tests.deploy import images
-from tests.deploy.conftest import Server
+from tests.deploy.conftest import WAIT_TIMEOUT, Server, wait_for
+from tests.deploy.helpers import (
+    BAD,
+    BUNDLE,
+    V1,
+    V2,
+    V4,
+    G,
+    P,
+    both,
+    bundle_copy,
+    container_ids,
+    deploy_ok,
+    installed,
+    local_image,
+    other_lines,
+    pinned,
+)
 
 pytestmark = pytest.mark.docker
 
-P = "binance-provider"
-G = "mcp-gateway"
-V1, V2, BAD, V4 = images.V1.tag, images.V2.tag, images.BAD.tag, images.V4.tag
+# ---------------------------------------------------------------------------------------------
+# Deploy, roll back, and what Compose alone does with the result
 
 
-def both(tag: str) -> dict[str, str]:
-    return {P: tag, G: tag}
-
-
-def pinned(server: Server) -> tuple[str | None, str | None]:
-    lines = server.env_file.read_text().splitlines()
-    p = [line.split("=", 1)[1] for line in lines if line.startswith("BINANCE_IMAGE_TAG=")]
-    g = [line.split("=", 1)[1] for line in lines if line.startswith("GATEWAY_IMAGE_TAG=")]
-    return (p[-1] if p else None, g[-1] if g else None)
-
-
-def other_lines(server: Server) -> bytes:
-    """The .env without the two tag lines: what the deploy must never change, byte for byte."""
-    raw = server.env_file.read_bytes()
-    kept = [
-        line
-        for line in raw.split(b"\n")
-        if not line.startswith((b"BINANCE_IMAGE_TAG=", b"GATEWAY_IMAGE_TAG="))
-    ]
-    return b"\n".join(kept)
-
-
-def deploy_ok(server: Server, tag: str) -> None:
-    result = server.run("deploy", tag=tag)
-    assert result.returncode == 0, result.output
-    assert server.running_tags() == both(tag)
-
-
-def test_deploy_v1_is_healthy_and_pinned(server: Server) -> None:
-    original = server.env_file.read_bytes()
-    result = server.run("deploy", tag=V1)
-    assert result.returncode == 0, result.output
-    assert server.running_tags() == both(V1)
-    assert server.gateway_health() == 200
-    assert pinned(server) == (V1, V1)
-    # Only two lines were added; every original byte is still there, in order, including the
-    # last line that had no newline (it gained one so the new lines start on their own).
-    text = server.env_file.read_bytes()
-    assert text.startswith(original)
-    assert text[len(original) :] == f"\nBINANCE_IMAGE_TAG={V1}\nGATEWAY_IMAGE_TAG={V1}\n".encode()
-    assert oct(server.env_file.stat().st_mode & 0o777) == "0o600"
-    [entry] = server.log()
-    assert entry["action"] == "deploy"
-    assert entry["from"] is None
-    assert entry["to"] == {"provider": V1, "gateway": V1}
-    assert entry["result"] == "ok"
-    assert entry["sha"] == V1.removeprefix("sha-")
-    assert isinstance(entry["duration_s"], float)
-    # The staging directory of the run is gone; the bundle is installed.
-    assert list((server.path / ".incoming").iterdir()) == []
-    for name in ("compose.yml", "deploy/providers.yaml", "deploy/mcp-trader-deploy.sh"):
-        assert (server.path / name).read_bytes() == (images.REPO / name).read_bytes()
-
-
-def test_deploy_v2_logs_and_keeps_v1_pullable(server: Server) -> None:
-    deploy_ok(server, V1)
-    before = other_lines(server)
-    deploy_ok(server, V2)
-    assert pinned(server) == (V2, V2)
-    assert other_lines(server) == before
-    last = server.log()[-1]
-    assert last["from"] == {"provider": V1, "gateway": V1}
-    assert last["to"] == {"provider": V2, "gateway": V2}
-    assert last["result"] == "ok"
-    # v1 is still in the registry (nothing deletes published tags) and in the rollback window.
-    for service in (P, G):
-        ref = images.image_ref(service, V1)
-        assert (
-            subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
-        )
-        # --force: untag even if a container of another test session still uses it.
-        subprocess.run(["docker", "image", "rm", "--force", ref], capture_output=True, check=True)
-        pull = subprocess.run(["docker", "pull", "--quiet", ref], capture_output=True, text=True)
-        assert pull.returncode == 0, pull.stderr
-
-
-def test_unhealthy_version_rolls_back_automatically(server: Server) -> None:
-    deploy_ok(server, V1)
-    deploy_ok(server, V2)
-    env_before = server.env_file.read_bytes()
-    result = server.run("deploy", tag=BAD)
-    assert result.returncode == 4, result.output
-    assert "rolled back" in result.output
-    assert BAD in result.output
-    assert server.running_tags() == both(V2)
-    assert server.gateway_health() == 200
-    assert server.env_file.read_bytes() == env_before
-    last = server.log()[-1]
-    assert last["result"] == "unhealthy-rolled-back"
-    assert last["from"] == {"provider": V2, "gateway": V2}
-    assert last["to"] == {"provider": BAD, "gateway": BAD}
-
-
-def test_rollback_previous_then_to(server: Server) -> None:
+def test_redeploy_rollback_and_a_manual_compose_up(server: Server) -> None:
     deploy_ok(server, V1)
     deploy_ok(server, V2)
     deploy_ok(server, V4)
+    last = server.log()[-1]
+    assert last["from"] == {"provider": V2, "gateway": V2}
+    assert last["to"] == {"provider": V4, "gateway": V4}
     result = server.run("rollback")  # --previous
     assert result.returncode == 0, result.output
     assert server.running_tags() == both(V2)
     assert pinned(server) == (V2, V2)
+    # What a reboot or an operator does: Compose alone, reading only compose.yml and .env.
+    assert server.compose("down", "--timeout", "1").returncode == 0
+    up = server.compose("up", "-d", "--wait", "--wait-timeout", "60")
+    assert up.returncode == 0, up.stderr
+    assert server.running_tags() == both(V2)
     # Again: walks further back through the history, not back and forth.
     result = server.run("rollback")
     assert result.returncode == 0, result.output
     assert server.running_tags() == both(V1)
-    # --to a sha tag: pulled first, then deployed like any version.
+    # --to a tag that is no longer local: pulled first, then deployed like any version.
     for service in (P, G):
         subprocess.run(
             ["docker", "image", "rm", images.image_ref(service, V4)], capture_output=True
@@ -145,173 +87,315 @@ def test_rollback_previous_then_to(server: Server) -> None:
     ]
 
 
-def test_rollback_previous_without_history_refuses(server: Server) -> None:
-    deploy_ok(server, V1)
-    result = server.run("rollback")
-    assert result.returncode == 1
-    assert "no deployment before the current one" in result.output
-    assert server.running_tags() == both(V1)
+# ---------------------------------------------------------------------------------------------
+# .env as Compose reads it; a failed pull; a broken bundle
 
 
-def test_nonexistent_tag_changes_nothing(server: Server) -> None:
+def test_env_spellings_and_a_symlink_survive_every_outcome(server: Server, tmp_path: Path) -> None:
     deploy_ok(server, V1)
-    env_before = server.env_file.read_bytes()
-    ids_before = {s: c["id"] for s, c in server.containers().items()}
-    for action in ("deploy", "rollback"):
-        if action == "deploy":
-            result = server.run(action, tag=images.MISSING_TAG)
-        else:
-            result = server.run(action, to=images.MISSING_TAG)
+    # The operator's .env: the real file elsewhere (symlinked), CRLF line endings, the tags in
+    # `export` and spaced forms with quotes and an inline comment.
+    real = server.path.parent / "config" / "mcp-trader.env"
+    real.parent.mkdir()
+    lines = [
+        *server.env_lines,
+        f"export BINANCE_IMAGE_TAG={V1}",
+        f'GATEWAY_IMAGE_TAG = "{V1}"  # pin',
+    ]
+    real.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    real.chmod(0o640)
+    server.env_file.unlink()
+    server.env_file.symlink_to(real)
+    before = other_lines(server)
+
+    def tag_lines() -> list[bytes]:
+        return [line for line in real.read_bytes().split(b"\n") if b"IMAGE_TAG" in line]
+
+    deploy_ok(server, V2)
+    assert tag_lines() == [
+        f"export BINANCE_IMAGE_TAG={V2}\r".encode(),
+        f'GATEWAY_IMAGE_TAG = "{V2}"  # pin\r'.encode(),
+    ]
+    assert server.env_file.is_symlink() and oct(real.stat().st_mode & 0o777) == "0o640"
+    # An unhealthy version: back to what ran (v2), not to an unpinned `latest`.
+    env_before = real.read_bytes()
+    result = server.run("deploy", tag=BAD)
+    assert result.returncode == 4, result.output
+    assert "rolled back" in result.output and BAD in result.output
+    assert server.running_tags() == both(V2)
+    assert server.gateway_health() == 200
+    assert real.read_bytes() == env_before
+    last = server.log()[-1]
+    assert last["result"] == "unhealthy-rolled-back"
+    assert last["from"] == {"provider": V2, "gateway": V2}
+    assert last["to"] == {"provider": BAD, "gateway": BAD}
+    # A failed pull, shipping a changed bundle: nothing changes, the installed bundle included.
+    bundle_before = installed(server)
+    changed = bundle_copy(tmp_path, lambda c: c + "# a newer bundle\n")
+    ids_before = container_ids(server)
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("deploy", {"tag": images.MISSING_TAG}),
+        ("rollback", {"to": images.MISSING_TAG}),
+    ]
+    for action, kwargs in attempts:
+        result = server.run(action, bundle_root=changed, **kwargs)
         assert result.returncode == 3, result.output
         assert "nothing was changed" in result.output
-        assert server.env_file.read_bytes() == env_before
-        assert {s: c["id"] for s, c in server.containers().items()} == ids_before
-        assert server.running_tags() == both(V1)
+        assert real.read_bytes() == env_before
+        assert installed(server) == bundle_before
+        assert container_ids(server) == ids_before
         assert server.log()[-1]["result"] == "pull-failed"
-
-
-def test_invalid_tag_is_refused_before_anything(server: Server) -> None:
-    deploy_ok(server, V1)
-    env_before = server.env_file.read_bytes()
-    log_before = server.log_file.read_bytes()
-    # The module refuses it before building a command...
-    with pytest.raises(ValueError, match="not a valid image tag"):
-        server.run("deploy", tag="v1;rm -rf /")
-    # ...and the script refuses it too when called directly on the server.
-    script = server.path / "deploy" / "mcp-trader-deploy.sh"
-    proc = subprocess.run(
-        ["bash", str(script), "deploy", "--tag", "../x"], capture_output=True, text=True
-    )
-    assert proc.returncode == 1
-    assert "'../x' is not a valid image tag" in proc.stderr
-    assert server.env_file.read_bytes() == env_before
-    assert server.log_file.read_bytes() == log_before
-
-
-def test_concurrent_deploys_one_is_refused(server: Server) -> None:
-    deploy_ok(server, V1)
-    first = server.start("deploy", tag=V2)
-    lock = server.path / "deploy.lock"
-    deadline = time.monotonic() + 30
-    while "command=deploy" not in (lock.read_text() if lock.exists() else ""):
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the first deploy never took the lock"
-        time.sleep(0.05)
-    started = time.monotonic()
-    second = server.run("deploy", tag=V4)
-    refused_in = time.monotonic() - started
-    out, err = first.communicate(timeout=120)
-    assert first.returncode == 0, out + err
-    assert second.returncode == 2, second.output
-    assert "another deploy is running" in second.output
-    # The refusal names the holder: its pid, user and start time.
-    assert "pid=" in second.output and "user=" in second.output and "since=" in second.output
-    assert refused_in < 10, f"the second deploy waited {refused_in:.1f}s instead of failing at once"
-    assert server.running_tags() == both(V2)
-    assert [e["to"]["provider"] for e in server.log()] == [V1, V2]
-
-
-def test_wrong_host_key_is_refused_before_any_change(server: Server) -> None:
-    deploy_ok(server, V1)
-    env_before = server.env_file.read_bytes()
-    ids_before = {s: c["id"] for s, c in server.containers().items()}
-    incoming_before = sorted(p.name for p in (server.path / ".incoming").iterdir())
-    result = server.run("deploy", tag=V2, known_hosts=server.sshd.wrong_known_hosts)
-    assert result.returncode == 255, result.output
-    assert "Host key verification failed" in result.output
-    # Nothing was copied (no new staging dir) and nothing ran.
-    assert sorted(p.name for p in (server.path / ".incoming").iterdir()) == incoming_before
-    assert server.env_file.read_bytes() == env_before
-    assert {s: c["id"] for s, c in server.containers().items()} == ids_before
-    assert len(server.log()) == 1
-    # An unknown host (no line for it at all) is refused the same way: no trust on first use.
-    empty = server.path.parent / "empty_known_hosts"
-    empty.write_text("")
-    result = server.run("deploy", tag=V2, known_hosts=empty)
-    assert result.returncode == 255, result.output
-    assert "Host key verification failed" in result.output
-    assert sorted(p.name for p in (server.path / ".incoming").iterdir()) == incoming_before
-    assert server.env_file.read_bytes() == env_before
-
-
-def test_manual_compose_up_keeps_rolled_back_version(server: Server) -> None:
-    deploy_ok(server, V1)
-    deploy_ok(server, V2)
-    result = server.run("rollback")
-    assert result.returncode == 0, result.output
-    assert server.running_tags() == both(V1)
-    # What a reboot or an operator does: Compose alone, reading only compose.yml and .env.
-    down = server.compose("down", "--timeout", "1")
-    assert down.returncode == 0, down.stderr
-    up = server.compose("up", "-d", "--wait", "--wait-timeout", "60")
-    assert up.returncode == 0, up.stderr
-    assert server.running_tags() == both(V1)
-
-
-def test_env_other_lines_byte_identical_across_everything(server: Server) -> None:
-    deploy_ok(server, V1)
-    before = other_lines(server)
-    deploy_ok(server, V2)
-    assert server.run("deploy", tag=BAD).returncode == 4
-    assert server.run("deploy", tag=images.MISSING_TAG).returncode == 3
-    assert server.run("rollback").returncode == 0
+    # One service only: the other keeps what runs.
     assert server.run("deploy", provider_tag=V4).returncode == 0
-    assert pinned(server) == (V4, V1)
-    assert server.running_tags() == {P: V4, G: V1}
+    assert server.running_tags() == {P: V4, G: V2}
+    assert tag_lines() == [
+        f"export BINANCE_IMAGE_TAG={V4}\r".encode(),
+        f'GATEWAY_IMAGE_TAG = "{V2}"  # pin\r'.encode(),
+    ]
     assert other_lines(server) == before
 
 
-def test_status_reports_pinned_running_and_history(server: Server) -> None:
-    result = server.run("status")
-    assert result.returncode == 6  # nothing runs yet
-    assert "missing" in result.stdout
+def test_a_broken_healthcheck_bundle_brings_back_the_previous_bundle(
+    server: Server, tmp_path: Path
+) -> None:
     deploy_ok(server, V1)
-    result = server.run("status")
+    bundle_before = installed(server)
+    env_before = server.env_file.read_bytes()
+    broken = bundle_copy(
+        tmp_path,
+        lambda c: c.replace(
+            'test: ["CMD", "python", "-m", "mcp_gateway.healthcheck"]', 'test: ["CMD", "false"]'
+        ),
+    )
+    assert (broken / "compose.yml").read_text() != (images.REPO / "compose.yml").read_text()
+    result = server.run("deploy", tag=V2, bundle_root=broken)
+    assert result.returncode == 4, result.output
+    # The previous compose.yml came back with the previous tags, and they are healthy.
+    assert installed(server) == bundle_before
+    assert server.running_tags() == both(V1)
+    assert server.env_file.read_bytes() == env_before
+    last = server.log()[-1]
+    assert last["result"] == "unhealthy-rolled-back"
+    assert last["bundle"] != server.log()[0]["bundle"]
+    # The bad bundle is kept for inspection, by its id.
+    assert (server.state_dir / "bundles" / last["bundle"] / "compose.yml").read_bytes() == (
+        broken / "compose.yml"
+    ).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run survives its connection
+
+
+def kill_connection(server: Server, client: subprocess.Popen[str], how: str) -> None:
+    if how == "client":
+        client.kill()
+    else:
+        server.kill_sshd_child()
+    client.communicate(timeout=60)
+    assert client.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("during_up", "during_rollback"), [("client", "sshd-child"), ("sshd-child", "client")]
+)
+def test_a_dropped_connection_does_not_stop_the_deploy_or_its_rollback(
+    server: Server, during_up: str, during_rollback: str
+) -> None:
+    deploy_ok(server, V1)
+    # Mid-`up` of a good version: the deploy finishes, pinned and recorded.
+    run_id, client = server.start("deploy", tag=V2)
+    server.wait_phase("up")
+    time.sleep(1)
+    kill_connection(server, client, during_up)
+    assert server.wait_outcome(run_id)[0] == 0
+    assert server.running_tags() == both(V2)
+    assert pinned(server) == (V2, V2)
+    assert server.log()[-1]["run"] == run_id and server.log()[-1]["result"] == "ok"
+    status = server.run("status")
+    assert status.returncode == 0, status.output
+    assert f"last run:  {run_id}: exit 0" in status.stdout
+    # Mid-rollback of a bad one: the rollback finishes and the outage closes.
+    env_before = server.env_file.read_bytes()
+    run_id, client = server.start("deploy", tag=BAD)
+    server.wait_phase("rollback")
+    time.sleep(0.5)
+    kill_connection(server, client, during_rollback)
+    code, message = server.wait_outcome(run_id)
+    assert code == 4, message
+    assert server.running_tags() == both(V2)
+    assert server.gateway_health() == 200
+    assert server.env_file.read_bytes() == env_before
+    assert server.log()[-1]["result"] == "unhealthy-rolled-back"
+    # Re-attaching reports how that run ended: its output and its exit code.
+    attach = server.run("attach", run=run_id)
+    assert attach.returncode == 4, attach.output
+    assert "rolled back" in attach.stderr and f"{BAD} did not become healthy" in attach.stderr
+
+
+def test_sigkill_mid_up_then_status_rollback_and_deploy(server: Server) -> None:
+    deploy_ok(server, V1)
+    deploy_ok(server, V2)
+    run_id, client = server.start("deploy", tag=V4)
+    server.wait_phase("up")
+    # Between the two services' swaps: the provider runs v4, the gateway still v2.
+    wait_for(
+        "the new provider",
+        lambda: server.containers().get(P, {}).get("image", "").endswith(f":{V4}"),
+        60,
+    )
+    os.kill(server.worker_pid(), 9)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 7, out + err
+    assert "ended without recording an outcome" in err
+    status = server.run("status")
+    assert status.returncode == 7, status.output
+    assert f"interrupted: run {run_id}" in status.stdout
+    # The next rollback is not locked out by the dead run's children, and goes back to what
+    # ran before the interrupted run (v2), not to the one before that.
+    result = server.run("rollback")
     assert result.returncode == 0, result.output
-    assert f"{P}={V1}" in result.stdout
-    assert "healthy" in result.stdout
-    assert '"result":"ok"' in result.stdout
+    assert "found an interrupted run" in result.stderr
+    assert server.running_tags() == both(V2)
+    assert pinned(server) == (V2, V2)
+    interrupted = [e for e in server.log() if e["run"] == run_id]
+    assert [e["result"] for e in interrupted] == ["interrupted"]
+    assert interrupted[0]["to"] == {"provider": V4, "gateway": V4}
+    assert not (server.state_dir / "intent").exists()
+    status = server.run("status")
+    assert status.returncode == 0, status.output
+    deploy_ok(server, V4)
 
 
-def test_old_images_are_pruned_beyond_the_window(server: Server) -> None:
+# ---------------------------------------------------------------------------------------------
+# The log, the disk, the lock
+
+
+def test_the_log_cannot_mislead(server: Server) -> None:
     for tag in (V1, V2, V4):
         result = server.run("deploy", tag=tag, keep=2)
         assert result.returncode == 0, result.output
-
-    def local(service: str, tag: str) -> bool:
-        ref = images.image_ref(service, tag)
-        return (
-            subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
-        )
-
+    # Only this directory's own history beyond the window is pruned.
     for service in (P, G):
-        assert not local(service, V1), f"{service}:{V1} should have been pruned"
-        assert local(service, V2) and local(service, V4)
-    # Images of other repositories are never touched.
-    assert (
-        subprocess.run(
-            ["docker", "image", "inspect", images.BASE_IMAGE], capture_output=True
-        ).returncode
-        == 0
-    )
+        assert not local_image(service, V1), f"{service}:{V1} should have been pruned"
+        assert local_image(service, V2) and local_image(service, V4)
+    # A truncated last line: rollback --previous will not skip past it.
+    raw = server.log_file.read_bytes()
+    server.log_file.write_bytes(raw[: raw.rindex(b'"result"')])
+    ids_before = container_ids(server)
+    result = server.run("rollback")
+    assert result.returncode == 1, result.output
+    assert "line 3 is not a complete record" in result.output
+    assert container_ids(server) == ids_before
+    status = server.run("status")
+    assert "line 3: truncated record" in status.stdout
+    # NUL padding after it (a crash): the next record still lands on a line of its own.
+    with server.log_file.open("ab") as f:
+        f.write(b"\0" * 512)
+    deploy_ok(server, V2, keep=2)
+    lines = server.log_file.read_bytes().split(b"\n")
+    assert json.loads(lines[-2])["to"]["provider"] == V2 and lines[-1] == b""
+    assert b"\0" in lines[2]
+    assert "NUL bytes" in server.run("status").stdout
+    # An empty log: nothing is known, so nothing is pruned.
+    server.log_file.write_bytes(b"")
+    deploy_ok(server, V1, keep=1)
+    for service in (P, G):
+        assert local_image(service, V2) and local_image(service, V4)
 
 
-def test_registry_login_reads_the_token_from_stdin(server: Server) -> None:
-    token = "tok-" + "7" * 36
-    result = server.run("deploy", tag=V1, registry_user="deployer", stdin=token + "\n")
-    assert result.returncode == 0, result.output
-    config = json.loads((server.sshd.home / "docker-config" / "config.json").read_text())
-    auth = config["auths"][images.REGISTRY]["auth"]
-    assert base64.b64decode(auth).decode() == f"deployer:{token}"
-    # The token went in on stdin only: it is in no output and no file the script writes.
-    assert token not in result.output
-    assert token not in server.log_file.read_text()
-    assert token not in (server.path / "deploy.lock").read_text()
+@pytest.fixture
+def small_disk(server: Server) -> Iterator[Server]:
+    """The server's deploy directory on a 4 MB tmpfs of its own."""
+    env = server.env_file.read_bytes()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(server.path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server.env_file.write_bytes(env)
+    server.env_file.chmod(0o600)
+    try:
+        yield server
+    finally:
+        server.compose("down", "--remove-orphans", "--timeout", "1")
+        subprocess.run(["umount", "-l", str(server.path)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """Use up every byte of the filesystem holding `path`."""
+    filler = path / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_after_the_switch_has_its_own_exit_code(small_disk: Server) -> None:
+    server = small_disk
+    deploy_ok(server, V1)
+    env_before = server.env_file.read_bytes()
+    run_id, client = server.start("deploy", tag=V2)
+    server.wait_phase("up")
+    filler = fill(server.path)
+    out, err = client.communicate(timeout=180)
+    assert client.returncode == 8, out + err
+    assert "is healthy and serving, but .env could not be rewritten" in err
+    # What runs is the new version; .env still pins the old one, and says so to `status`.
+    assert server.running_tags() == both(V2)
+    assert server.env_file.read_bytes() == env_before
+    assert server.outcome(run_id) is not None and server.outcome(run_id)[0] == 8  # type: ignore[index]
+    status = server.run("status")
+    assert status.returncode == 7, status.output
+    assert "drift:" in status.stdout
+    # With space again, the same deploy pins and records what runs.
+    filler.unlink()
+    deploy_ok(server, V2)
+    assert pinned(server) == (V2, V2)
+    assert server.log()[-1]["result"] == "ok"
+    assert server.run("status").returncode == 0
+
+
+def test_five_concurrent_deploys_one_runs_the_others_name_it(server: Server) -> None:
+    plans = {}
+    for i in range(5):
+        run_id = f"race-{i}"
+        plans[run_id] = server.plan(
+            ssh.script_args("deploy", tag=V1, wait_timeout=WAIT_TIMEOUT), run_id=run_id
+        )
+        assert server.ship(plans[run_id]) is None
+    procs = {
+        run_id: subprocess.Popen(
+            plan.run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for run_id, plan in plans.items()
+    }
+    results = {run_id: (p.communicate(timeout=180), p.returncode) for run_id, p in procs.items()}
+    winners = [r for r, (_, code) in results.items() if code == 0]
+    assert len(winners) == 1, {r: (code, err[-300:]) for r, ((_, err), code) in results.items()}
+    (winner,) = winners
+    for run_id, ((_, err), code) in results.items():
+        if run_id != winner:
+            assert code == 2, err
+            assert "another deploy is running" in err
+            assert f"run={winner} " in err, err
+    assert server.running_tags() == both(V1)
+    assert [e["run"] for e in server.log()] == [winner]
+    assert not (server.state_dir / "holder").exists()
 
 
 def test_compose_v1_fallback_polls_health_and_rolls_back(server: Server) -> None:
     """Without the v2 plugin (forced here), docker-compose v1 applies and the script polls."""
-    for name in ("compose.yml", "deploy/providers.yaml", "deploy/mcp-trader-deploy.sh"):
+    for name in BUNDLE:
         (server.path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(images.REPO / name, server.path / name)
     env = {**os.environ, "MCP_TRADER_COMPOSE": "v1"}

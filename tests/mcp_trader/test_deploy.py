@@ -11,6 +11,7 @@ before a single query reaches the engine.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypedDict
 
 import dagger
@@ -51,11 +52,18 @@ def execs(engine: EngineDouble) -> list[dict[str, Any]]:
     return [dict(s.args) for s in stdout.receiver.steps if s.field == "withExec"]
 
 
+def nonce_of(prepare: list[str]) -> str:
+    """The nonce in a prepare command's staging directory (`.incoming/<run id>-<nonce>`)."""
+    match = re.search(r"/\.incoming/[A-Za-z0-9_-]+?-([0-9a-f]{16})/", prepare[-1])
+    assert match, prepare
+    return match.group(1)
+
+
 def expected_plan(
-    run_id: str, args: list[str], path: str = "/opt/mcp-trader", port: int = 22
+    run_id: str, nonce: str, args: list[str], path: str = "/opt/mcp-trader", port: int = 22
 ) -> ssh.Plan:
     target = ssh.Target(HOST, USER, port, deploy.KEY_PATH, deploy.KNOWN_HOSTS_PATH)
-    return ssh.plan(target, path=path, run_id=run_id, bundle_root="/bundle", args=args)
+    return ssh.plan(target, path=path, run_id=run_id, nonce=nonce, bundle_root="/bundle", args=args)
 
 
 async def test_deploy_runs_the_plan_in_the_pinned_ssh_container(engine: EngineDouble) -> None:
@@ -70,6 +78,7 @@ async def test_deploy_runs_the_plan_in_the_pinned_ssh_container(engine: EngineDo
     assert run[0]["args"] == ["apk", "add", "--no-cache", "openssh-client-default"]
     plan = expected_plan(
         "run1",
+        nonce_of(run[1]["args"]),
         ["--wait-timeout", "120", "--keep", "5", "deploy", "--tag", TAG],
     )
     # Exactly the pure plan, in order: prepare (host key check), the copies, the script.
@@ -134,11 +143,11 @@ async def test_secrets_are_mounted_by_reference_and_never_sent(
     run = execs(engine)[-1]
     assert run["redirectStdin"] == deploy.TOKEN_PATH
     assert run["args"][-1].endswith(
-        f"--registry-user {deploy.DEFAULT_REGISTRY_USERNAME} deploy --tag {TAG}"
+        f"--registry ghcr.io --registry-user {deploy.DEFAULT_REGISTRY_USERNAME} deploy --tag {TAG}"
     )
     # The token is mounted after the copies, only for the step that runs the script.
     token_chain = [s.field for s in mounts[deploy.TOKEN_PATH].receiver.steps]
-    plan = expected_plan("r", ["status"])
+    plan = expected_plan("r", "0" * 16, ["status"])
     assert token_chain.count("withExec") == 2 + len(plan.copies)  # apk, prepare, the copies
 
 
@@ -157,21 +166,31 @@ async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
         assert src.arg("directory", "path") == "/repo"
 
 
-async def test_each_run_gets_a_fresh_id_so_no_exec_is_served_from_cache(
-    engine: EngineDouble,
+@pytest.mark.parametrize("run_id", ["", "same-run-id"])
+async def test_a_fresh_nonce_reaches_the_first_exec_whatever_the_run_id(
+    engine: EngineDouble, run_id: str
 ) -> None:
-    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
-    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
-    first, second = engine.calls("stdout", "Container")
-    runs = [
+    # Twice the same deploy, with no run id (fresh ones) and with the same one reused.
+    for fn in ("deploy", "deploy", "rollback", "rollback", "status", "status"):
+        kwargs: dict[str, Any] = {"tag": TAG} if fn == "deploy" else {}
+        await called(
+            getattr(trader(), fn)(host=HOST, user=USER, run_id=run_id, **kwargs, **secrets())
+        )
+    chains = [
         [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][1:]
-        for c in (first, second)
+        for c in engine.calls("stdout", "Container")
     ]
-    # Every ssh/scp exec differs between the two otherwise identical deploys (the staging dir
-    # carries the run id), so the engine cannot answer the second from its cache.
-    for a, b in zip(runs[0], runs[1], strict=True):
-        assert a != b
-    assert first.receiver.id != second.receiver.id
+    assert len(chains) == 6
+    nonces = [nonce_of(chain[0]) for chain in chains]
+    assert len(set(nonces)) == 6, nonces
+    # The first connecting exec already differs, so every exec after it does too: the engine
+    # cannot answer any of them from its cache, and each call really connects.
+    for a, b in zip(chains[::2], chains[1::2], strict=True):
+        assert a[0] != b[0]
+        for x, y in zip(a, b, strict=True):
+            assert x != y
+    if run_id:
+        assert all(f"--run-id {run_id} " in chain[-1][-1] for chain in chains)
 
 
 async def test_tags_paths_and_ports_reach_the_argv(engine: EngineDouble) -> None:
@@ -192,10 +211,11 @@ async def test_tags_paths_and_ports_reach_the_argv(engine: EngineDouble) -> None
     run = execs(engine)
     assert run[1]["args"][run[1]["args"].index("-p") + 1] == "2222"
     assert run[2]["args"][run[2]["args"].index("-P") + 1] == "2222"
-    assert run[2]["args"][-1] == "deploy@203.0.113.7:/srv/trader/.incoming/r3/"
+    stage = f"/srv/trader/.incoming/r3-{nonce_of(run[1]['args'])}"
+    assert run[2]["args"][-1] == f"deploy@203.0.113.7:{stage}/"
     assert run[-1]["args"][-1] == (
-        "bash /srv/trader/.incoming/r3/deploy/mcp-trader-deploy.sh --dir /srv/trader "
-        "--staged /srv/trader/.incoming/r3 --wait-timeout 60 --keep 3 "
+        f"bash {stage}/deploy/mcp-trader-deploy.sh --dir /srv/trader "
+        f"--staged {stage} --run-id r3 --wait-timeout 60 --keep 3 "
         "deploy --provider-tag 1.2.3 --gateway-tag sha-7654321"
     )
 
@@ -217,9 +237,10 @@ async def test_status_ships_and_runs_status(engine: EngineDouble) -> None:
         "pinned: ..."
     )
     run = execs(engine)
+    stage = f"/opt/mcp-trader/.incoming/s-{nonce_of(run[1]['args'])}"
     assert run[-1]["args"][-1] == (
-        "bash /opt/mcp-trader/.incoming/s/deploy/mcp-trader-deploy.sh --dir /opt/mcp-trader "
-        "--staged /opt/mcp-trader/.incoming/s status"
+        f"bash {stage}/deploy/mcp-trader-deploy.sh --dir /opt/mcp-trader "
+        f"--staged {stage} --run-id s status"
     )
 
 
@@ -236,6 +257,57 @@ async def test_script_failure_fails_the_call(engine: EngineDouble) -> None:
     assert "rolled back" in info.value.stderr
 
 
+async def test_a_dropped_connection_is_followed_by_reattaching_to_the_run(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deploy, "REATTACH_BACKOFF_S", (0, 0, 0))
+    tries: list[str] = []
+
+    # The run's connection drops, then the first re-attach fails to connect too.
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][-1].endswith(f"deploy --tag {TAG}"),
+        exit_code=255,
+        stderr="Connection to deploy.example.com closed by remote host.",
+    )
+
+    def first_attach_fails(step: Any) -> bool:
+        cmd = step.args["args"][-1]
+        if cmd.endswith("attach --run r9") and cmd not in tries:
+            tries.append(cmd)
+        return bool(tries) and cmd == tries[0]
+
+    engine.fail("withExec", when=first_attach_fails, exit_code=255, stderr="Connection refused")
+    engine.answer("Container.stdout", "deploy ok: re-attached")
+    out = await called(trader().deploy(host=HOST, user=USER, tag=TAG, run_id="r9", **secrets()))
+    assert out == "deploy ok: re-attached"
+    # Every evaluation, failed ones included: the drop, one failed re-attach, one that worked.
+    attaches = [o for o, leaf in engine.evaluated if leaf == "stdout" and "attach --run" in str(o)]
+    assert len(attaches) == 2
+    nonces = set()
+    for chain in attaches:
+        argv = [s.args for s in chain.steps if s.field == "withExec"]
+        # Each attach ships the bundle afresh (a new nonce) and runs `attach` for the same run,
+        # without the token.
+        assert argv[-1]["args"][-1].endswith("--run-id r9 attach --run r9")
+        assert all(e["redirectStdin"] == "" for e in argv)
+        nonces.add(nonce_of(argv[1]["args"]))
+    assert len(nonces) == 2
+
+
+async def test_a_failing_run_is_not_reattached(engine: EngineDouble) -> None:
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][-1].endswith("status"),
+        exit_code=255,
+        stderr="Connection closed",
+    )
+    with pytest.raises(dagger.ExecError) as info:
+        await called(trader().status(host=HOST, user=USER, **secrets()))
+    assert info.value.exit_code == 255
+    assert not [c for c in engine.calls("withExec") if "attach" in c.args["args"][-1]]
+
+
 async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> None:
     engine.fail(
         "withExec",
@@ -249,7 +321,7 @@ async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> N
     # The copies and the script are chained after the prepare step: they cannot run first.
     (run,) = [c for c in engine.calls("withExec") if c.args["args"][-1].startswith("bash ")]
     before = [s.args["args"][0] for s in run.receiver.steps if s.field == "withExec"]
-    assert before == ["apk", "ssh", *["scp"] * len(expected_plan("r", ["status"]).copies)]
+    assert before == ["apk", "ssh", *["scp"] * len(expected_plan("r", "0" * 16, ["status"]).copies)]
     assert "mkdir" in [s for s in run.receiver.steps if s.field == "withExec"][1].args["args"][-1]
 
 

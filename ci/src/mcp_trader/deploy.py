@@ -1,14 +1,21 @@
 """Deploy, roll back and inspect the server: ship compose.yml + deploy/ over SSH, run the script.
 
-The health gate, the lock, the automatic rollback, the pinned tags and the deployment log all
-live in the server script (deploy/mcp-trader-deploy.sh); this side only gets the files there
-safely and runs it. The command lines come from `ssh.py` (pure, and run for real by the deploy
-tests); here they run in a small pinned Alpine container with the OpenSSH client, with the key,
-known_hosts and registry token mounted as secret files (never in an argv, an env var or a layer).
+The health gate, the lock, the transaction (intent, bundle switch, automatic rollback), the
+pinned tags and the deployment log all live in the server script (deploy/mcp-trader-deploy.sh);
+this side only gets the files there safely, runs it, and follows it. The command lines come
+from `ssh.py` (pure, and run for real by the deploy tests); here they run in a small pinned
+Alpine container with the OpenSSH client, with the key, known_hosts and registry token mounted
+as secret files (never in an argv, an env var or a layer).
+
+On the server, a deploy or rollback runs detached from the SSH connection. When the connection
+drops (ssh exits 255), the run goes on there; this side reconnects and re-attaches to it by its
+run id, so the call still ends with the run's own output and exit code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
 from typing import Final
 
@@ -28,19 +35,53 @@ KNOWN_HOSTS_PATH: Final = f"{SECRETS_DIR}/known_hosts"
 TOKEN_PATH: Final = f"{SECRETS_DIR}/registry_token"
 BUNDLE_ROOT: Final = "/bundle"
 DEFAULT_PATH: Final = "/opt/mcp-trader"
+DEFAULT_REGISTRY: Final = "ghcr.io"
 DEFAULT_REGISTRY_USERNAME: Final = "mcp-trader-deploy"
+# ssh's own exit status when the connection fails or drops (the script never exits 255).
+CONNECTION_LOST: Final = 255
+# Pauses before each re-attach attempt after a dropped connection (seconds).
+REATTACH_BACKOFF_S: tuple[float, ...] = (2, 4, 8, 16)
+
+
+class ConnectionLost(Exception):
+    """The connection to the server dropped during a run and re-attaching failed too."""
 
 
 def new_run_id() -> str:
-    """A fresh id per call: it names the run's staging directory on the server and so makes
-    every exec of the run unique, which is what keeps the engine from answering a second deploy
-    of the same tag from its exec cache (`cache="never"` only covers the function's own result)."""
+    """A fresh id per call: it names the run on the server (its output, for `attach`)."""
     return uuid.uuid4().hex
+
+
+def new_nonce() -> str:
+    """Fresh for every connection sequence, whatever the run id: it is part of the staging
+    directory's name and so of every ssh/scp command, which keeps the engine from answering a
+    deploy from its exec cache (`cache="never"` only covers the function's own result)."""
+    return secrets.token_hex(8)
 
 
 def ssh_client() -> dagger.Container:
     """The pinned Alpine image with the OpenSSH client (ssh, scp), nothing else."""
     return dag.container().from_(SSH_IMAGE).with_exec(["apk", "add", "--no-cache", SSH_PACKAGE])
+
+
+def _shipped(
+    source: dagger.Directory,
+    commands: ssh.Plan,
+    ssh_key: dagger.Secret,
+    known_hosts: dagger.Secret,
+) -> dagger.Container:
+    """The client with the bundle and the credentials, after `prepare` and the copies."""
+    ctr = ssh_client()
+    for src, _ in ssh.BUNDLE_FILES:
+        ctr = ctr.with_file(f"{BUNDLE_ROOT}/{src}", source.file(src))
+    ctr = ctr.with_mounted_secret(KEY_PATH, ssh_key, owner="root:root", mode=0o600)
+    ctr = ctr.with_mounted_secret(KNOWN_HOSTS_PATH, known_hosts, owner="root:root", mode=0o600)
+    # First connection: creates the staging directory. An unknown host or a changed host key
+    # fails right here (StrictHostKeyChecking=yes), before anything is copied or run.
+    ctr = ctr.with_exec(commands.prepare)
+    for copy in commands.copies:
+        ctr = ctr.with_exec(copy)
+    return ctr
 
 
 async def run_on_server(
@@ -55,11 +96,13 @@ async def run_on_server(
     known_hosts: dagger.Secret,
     registry_password: dagger.Secret | None,
     run_id: str,
+    detached: bool,
 ) -> str:
     """Ship the bundle to `path` on the server and run the script with `script_args`.
 
     Returns the script's stdout; raises `dagger.ExecError` (exit code, stdout, stderr) when the
-    connection, a copy or the script fails. All input is validated before the first query.
+    connection, a copy or the script fails. A `detached` run (deploy, rollback) whose connection
+    drops is re-attached by its run id. All input is validated before the first query.
     """
     target = ssh.Target(
         host=host,
@@ -68,31 +111,51 @@ async def run_on_server(
         key_file=KEY_PATH,
         known_hosts_file=KNOWN_HOSTS_PATH,
     )
-    commands = ssh.plan(
-        target,
-        path=path,
-        run_id=run_id,
-        bundle_root=BUNDLE_ROOT,
-        args=script_args,
-    )
 
-    ctr = ssh_client()
-    for src, _ in ssh.BUNDLE_FILES:
-        ctr = ctr.with_file(f"{BUNDLE_ROOT}/{src}", source.file(src))
-    ctr = ctr.with_mounted_secret(KEY_PATH, ssh_key, owner="root:root", mode=0o600)
-    ctr = ctr.with_mounted_secret(KNOWN_HOSTS_PATH, known_hosts, owner="root:root", mode=0o600)
-    # First connection: creates the staging directory. An unknown host or a changed host key
-    # fails right here (StrictHostKeyChecking=yes), before anything is copied or run.
-    ctr = ctr.with_exec(commands.prepare)
-    for copy in commands.copies:
-        ctr = ctr.with_exec(copy)
+    def plan(args: list[str]) -> ssh.Plan:
+        return ssh.plan(
+            target,
+            path=path,
+            run_id=run_id,
+            nonce=new_nonce(),
+            bundle_root=BUNDLE_ROOT,
+            args=args,
+        )
+
+    commands = plan(script_args)
+    # Built (and so validated) before the first query, like every other command line.
+    attach_args = ssh.script_args("attach", run=run_id)
+    ctr = _shipped(source, commands, ssh_key, known_hosts)
     if registry_password is not None:
         # The token reaches the server on ssh's stdin (docker login --password-stdin there).
         ctr = ctr.with_mounted_secret(TOKEN_PATH, registry_password, owner="root:root", mode=0o600)
         ctr = ctr.with_exec(commands.run, redirect_stdin=TOKEN_PATH)
     else:
         ctr = ctr.with_exec(commands.run)
-    return await ctr.stdout()
+    try:
+        return await ctr.stdout()
+    except dagger.ExecError as exc:
+        # Only the run's own connection can drop mid-run; a failed prepare or copy (an unknown
+        # host key, a refused login) is final.
+        if exc.exit_code != CONNECTION_LOST or not detached or list(exc.command) != commands.run:
+            raise
+        lost = exc
+    # The connection dropped: the run goes on (or has ended) on the server. Follow it there.
+    for pause in REATTACH_BACKOFF_S:
+        await asyncio.sleep(pause)
+        again = plan(attach_args)
+        try:
+            return await _shipped(source, again, ssh_key, known_hosts).with_exec(again.run).stdout()
+        except dagger.ExecError as exc:
+            if exc.exit_code != CONNECTION_LOST:
+                raise
+            # Still no connection (at any step of this attempt): try again after a pause.
+            lost = exc
+    raise ConnectionLost(
+        f"the connection to {host} dropped during run {run_id} and re-attaching failed "
+        f"{len(REATTACH_BACKOFF_S)} times ({lost.stderr.strip() or lost}); the run goes on on "
+        f"the server: `status` shows how it ended, `attach --run-id {run_id}` follows it"
+    ) from lost
 
 
 def deploy_args(
@@ -102,9 +165,11 @@ def deploy_args(
     gateway_tag: str | None,
     wait_timeout: int,
     keep: int,
+    registry: str,
     registry_username: str,
     registry_password: dagger.Secret | None,
 ) -> list[str]:
+    ssh.validate_registry(registry)
     return ssh.script_args(
         "deploy",
         tag=tag,
@@ -112,6 +177,7 @@ def deploy_args(
         gateway_tag=gateway_tag,
         wait_timeout=wait_timeout,
         keep=keep,
+        registry=registry,
         registry_user=registry_username if registry_password is not None else None,
     )
 
@@ -121,14 +187,17 @@ def rollback_args(
     to: str | None,
     wait_timeout: int,
     keep: int,
+    registry: str,
     registry_username: str,
     registry_password: dagger.Secret | None,
 ) -> list[str]:
+    ssh.validate_registry(registry)
     return ssh.script_args(
         "rollback",
         to=to,
         wait_timeout=wait_timeout,
         keep=keep,
+        registry=registry,
         registry_user=registry_username if registry_password is not None else None,
     )
 

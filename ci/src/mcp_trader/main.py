@@ -363,6 +363,12 @@ class McpTrader:
         gateway_tag: Annotated[str | None, Doc("mcp-gateway tag, overriding --tag.")] = None,
         path: Annotated[str, Doc("The deploy directory on the server.")] = _deploy.DEFAULT_PATH,
         port: Annotated[int, Doc("The server's SSH port.")] = 22,
+        registry: Annotated[
+            str,
+            Doc(
+                "The registry the token is for; sent only there, and only if the images are there."
+            ),
+        ] = _deploy.DEFAULT_REGISTRY,
         registry_username: Annotated[
             str, Doc("User name for the registry login (used only with --registry-password).")
         ] = _deploy.DEFAULT_REGISTRY_USERNAME,
@@ -389,6 +395,7 @@ class McpTrader:
             gateway_tag=gateway_tag,
             wait_timeout=wait_timeout,
             keep=keep,
+            registry=registry,
             registry_username=registry_username,
             registry_password=registry_password,
         )
@@ -403,6 +410,7 @@ class McpTrader:
             known_hosts=known_hosts,
             registry_password=registry_password,
             run_id=run_id or _deploy.new_run_id(),
+            detached=True,
         )
 
     @uncached
@@ -421,6 +429,12 @@ class McpTrader:
         ] = None,
         path: Annotated[str, Doc("The deploy directory on the server.")] = _deploy.DEFAULT_PATH,
         port: Annotated[int, Doc("The server's SSH port.")] = 22,
+        registry: Annotated[
+            str,
+            Doc(
+                "The registry the token is for; sent only there, and only if the images are there."
+            ),
+        ] = _deploy.DEFAULT_REGISTRY,
         registry_username: Annotated[
             str, Doc("User name for the registry login (used only with --registry-password).")
         ] = _deploy.DEFAULT_REGISTRY_USERNAME,
@@ -444,6 +458,7 @@ class McpTrader:
             to=to,
             wait_timeout=wait_timeout,
             keep=keep,
+            registry=registry,
             registry_username=registry_username,
             registry_password=registry_password,
         )
@@ -458,6 +473,7 @@ class McpTrader:
             known_hosts=known_hosts,
             registry_password=registry_password,
             run_id=run_id or _deploy.new_run_id(),
+            detached=True,
         )
 
     @uncached
@@ -491,6 +507,7 @@ class McpTrader:
             known_hosts=known_hosts,
             registry_password=None,
             run_id=run_id or _deploy.new_run_id(),
+            detached=False,
         )
 
     # --- CI: what .github/workflows/ci.yml calls; the decisions live in pipeline.py -------------

@@ -45,9 +45,16 @@ _HOSTNAME_RE: Final = re.compile(
 )
 _USER_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$")
 _PATH_RE: Final = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Docker's tag grammar, optionally pinned to a manifest digest (TAG@sha256:<64 lowercase hex>):
+# the server pins the value as given and Compose pulls by digest.
+_TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$")
+_RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NONCE_RE: Final = re.compile(r"^[0-9a-f]{8,32}$")
 _REGISTRY_USER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
+_REGISTRY_RE: Final = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?$"
+)
+SIGNATURES: Final = ("verified", "unsigned")
 
 
 def validate_host(host: str) -> str:
@@ -93,19 +100,33 @@ def validate_path(path: str) -> str:
 
 
 def validate_tag(tag: str, what: str = "tag") -> str:
-    """Docker's tag grammar (what a registry accepts)."""
+    """Docker's tag grammar (what a registry accepts), optionally with `@sha256:<digest>`."""
     if not _TAG_RE.fullmatch(tag):
         raise ValueError(
             f"{what} {tag!r} is not a valid image tag (letters, digits, '_', '.' and '-', "
-            "at most 128, not starting with '.' or '-'; e.g. sha-1a2b3c4 or 1.2.3)"
+            "at most 128, not starting with '.' or '-', optionally @sha256:<64 lowercase hex>; "
+            "e.g. sha-1a2b3c4 or 1.2.3)"
         )
     return tag
 
 
 def validate_run_id(run_id: str) -> str:
     if not _RUN_ID_RE.fullmatch(run_id):
-        raise ValueError(f"run id {run_id!r} is not valid (1 to 64 letters, digits, '_' or '-')")
+        raise ValueError(
+            f"run id {run_id!r} is not valid (1 to 64 letters, digits, '_' or '-', "
+            "starting with a letter or digit)"
+        )
     return run_id
+
+
+def validate_registry(registry: str) -> str:
+    """A registry host[:port] (what an image reference starts with, e.g. ghcr.io)."""
+    if not _REGISTRY_RE.fullmatch(registry):
+        raise ValueError(
+            f"registry {registry!r} is not a registry host[:port] (e.g. ghcr.io or "
+            "registry.example.com:5000)"
+        )
+    return registry
 
 
 def validate_registry_user(name: str) -> str:
@@ -178,12 +199,13 @@ class Target:
 
 @dataclass(frozen=True)
 class Plan:
-    """The commands of one deploy/rollback/status run, in order.
+    """The commands of one deploy/rollback/status/attach run, in order.
 
     `prepare` creates the run's staging directory (and is the first connection: a host key
     mismatch fails here, before anything is copied); `copies` ship the bundle into it; `run`
-    starts the shipped script, which installs the bundle under its lock and removes the staging
-    directory when it exits. Its stdin carries the registry token when one is given.
+    starts the shipped script, which runs the deploy detached from the connection, installs the
+    bundle under its lock and removes the staging directory when it ends. Its stdin carries the
+    registry token when one is given.
     """
 
     prepare: list[str]
@@ -203,12 +225,16 @@ def script_args(
     to: str | None = None,
     wait_timeout: int | None = None,
     keep: int | None = None,
+    registry: str | None = None,
     registry_user: str | None = None,
+    signature: str | None = None,
+    run: str | None = None,
 ) -> list[str]:
     """The subcommand and its flags for the server script, validated.
 
     deploy: --tag and/or --provider-tag/--gateway-tag; rollback: `to` or, when None, --previous;
-    status: nothing else.
+    status: nothing else; attach: `run` (default: the latest run). A registry user needs the
+    registry the token is for: the server sends it there only, and only if the images are there.
     """
     opts: list[str] = []
     if wait_timeout is not None:
@@ -220,7 +246,14 @@ def script_args(
             raise ValueError(f"keep {keep!r} must be 1 to 100 deployments")
         opts += ["--keep", str(keep)]
     if registry_user is not None:
+        if registry is None:
+            raise ValueError("a registry user needs the registry the token is for (registry)")
+        opts += ["--registry", validate_registry(registry)]
         opts += ["--registry-user", validate_registry_user(registry_user)]
+    if signature is not None:
+        if signature not in SIGNATURES:
+            raise ValueError(f"signature {signature!r} is not one of {', '.join(SIGNATURES)}")
+        opts += ["--signature", signature]
     if action == "deploy":
         if not (tag or provider_tag or gateway_tag):
             raise ValueError("deploy needs a tag (--tag, or --provider-tag / --gateway-tag)")
@@ -238,7 +271,9 @@ def script_args(
         return [*opts, "rollback", "--to", validate_tag(to, "rollback target")]
     if action == "status":
         return [*opts, "status"]
-    raise ValueError(f"action {action!r} is not one of deploy, rollback, status")
+    if action == "attach":
+        return [*opts, "attach", *(["--run", validate_run_id(run)] if run else [])]
+    raise ValueError(f"action {action!r} is not one of deploy, rollback, status, attach")
 
 
 def plan(
@@ -246,12 +281,20 @@ def plan(
     *,
     path: str,
     run_id: str,
+    nonce: str,
     bundle_root: str,
     args: Sequence[str],
 ) -> Plan:
-    """Every command of one run. `bundle_root` is the local directory holding BUNDLE_FILES."""
+    """Every command of one run. `bundle_root` is the local directory holding BUNDLE_FILES.
+
+    The staging directory is `<run id>-<nonce>`: the nonce is fresh for every call, so every
+    ssh/scp command differs from any earlier one, even when a run id is given twice, and the
+    engine can never answer a deploy from its exec cache without connecting.
+    """
     path = validate_path(path)
-    stage = f"{path}/{INCOMING_DIR}/{validate_run_id(run_id)}"
+    if not _NONCE_RE.fullmatch(nonce):
+        raise ValueError(f"nonce {nonce!r} is not 8 to 32 lowercase hex digits")
+    stage = f"{path}/{INCOMING_DIR}/{validate_run_id(run_id)}-{nonce}"
     root = bundle_root.rstrip("/")
     # One scp per destination directory (scp copies files into an existing directory).
     dirs = sorted({posixpath.dirname(dst) for _, dst in BUNDLE_FILES})
@@ -273,6 +316,8 @@ def plan(
                 path,
                 "--staged",
                 stage,
+                "--run-id",
+                run_id,
                 *args,
             ]
         ),
