@@ -10,7 +10,7 @@ from mcp_trader.errors import JobFailedError
 from mcp_trader.main import McpTrader
 
 from tests.enginedouble import Call, EngineDouble, Obj, called
-from tests.mcp_trader.test_provider import cargo_command, execs, source_path
+from tests.mcp_trader.test_provider import cargo_command, execs, fail_cargo, source_path
 
 EXPECTED = {
     "provider-format": [["cargo", "fmt", "--check"]],
@@ -101,11 +101,8 @@ async def test_gateway_tests_run_the_end_to_end_test_against_the_built_provider(
 async def test_failed_checks_are_named_with_the_tools_output(
     engine: EngineDouble, module: McpTrader
 ) -> None:
-    engine.fail(
-        "withExec",
-        when=lambda s: cargo_command(s.args["args"])[:2] == ["cargo", "clippy"],
-        exit_code=101,
-        stderr="error: unused variable: `spread`\n  --> src/analytics.rs:42:9",
+    fail_cargo(
+        engine, "clippy", stderr="error: unused variable: `spread`\n  --> src/analytics.rs:42:9"
     )
     engine.fail(
         "withExec",

@@ -14,7 +14,7 @@ from mcp_trader.platforms import PlatformMismatchError
 from mcp_trader.sources import SOURCE_IGNORE
 
 from tests.enginedouble import Call, EngineDouble, called
-from tests.mcp_trader.test_provider import cargo_command
+from tests.mcp_trader.test_provider import fail_cargo
 from tests.registration import REPO, Function, typedef_name
 
 
@@ -86,10 +86,10 @@ async def test_an_unsupported_platform_is_refused_before_any_query(
 async def test_a_failed_build_is_named_with_its_compiler_output(
     engine: EngineDouble, module: McpTrader
 ) -> None:
-    engine.fail(
-        "withExec",
-        when=lambda step: cargo_command(step.args["args"])[:3] == ["cargo", "auditable", "install"],
-        exit_code=101,
+    fail_cargo(
+        engine,
+        "auditable",
+        "install",
         stderr="   Compiling binance-provider v0.1.0\nerror[E0425]: cannot find value `x`",
     )
     with pytest.raises(JobFailedError) as info:
@@ -109,12 +109,7 @@ async def test_a_failed_build_is_named_with_its_compiler_output(
 
 
 async def test_both_failures_are_reported_together(engine: EngineDouble, module: McpTrader) -> None:
-    engine.fail(
-        "withExec",
-        when=lambda s: cargo_command(s.args["args"])[:3] == ["cargo", "auditable", "install"],
-        exit_code=101,
-        stderr="rust broke",
-    )
+    fail_cargo(engine, "auditable", "install", stderr="rust broke")
     engine.fail(
         "withExec",
         when=lambda s: "--no-editable" in s.args["args"],

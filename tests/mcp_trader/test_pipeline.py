@@ -27,7 +27,7 @@ from mcp_trader.pipeline import (
 from mcp_trader.supply import SigningFlags
 
 from tests.enginedouble import Call, EngineDouble
-from tests.mcp_trader.test_provider import cargo_command
+from tests.mcp_trader.test_provider import cargo_command, fail_cargo
 from tests.mcp_trader.test_publish import TOKEN, Registry, digest_for, token_secret
 from tests.mcp_trader.test_supply import SIGNING_ARGS
 from tests.registration import Function, is_optional
@@ -459,12 +459,7 @@ async def test_ci_function_names_a_failing_test_stage(
     engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry(engine)
-    engine.fail(
-        "withExec",
-        when=lambda step: cargo_command(step.args["args"])[:2] == ["cargo", "clippy"],
-        exit_code=101,
-        stderr="error: unused variable: `spread`",
-    )
+    fail_cargo(engine, "clippy", stderr="error: unused variable: `spread`")
     with pytest.raises(CiError) as failure:
         await ci(monkeypatch, "refs/heads/main")
     message = str(failure.value)

@@ -28,6 +28,17 @@ def execs(obj: Obj) -> list[list[str]]:
     return [list(s.args["args"]) for s in obj.find_all("withExec")]
 
 
+def fail_cargo(engine: EngineDouble, *words: str, stderr: str) -> None:
+    """Make the `cargo <words...>` exec fail as cargo does (exit 101, its stderr)."""
+    prefix = ["cargo", *words]
+    engine.fail(
+        "withExec",
+        when=lambda step: cargo_command(step.args["args"])[: len(prefix)] == prefix,
+        exit_code=101,
+        stderr=stderr,
+    )
+
+
 def cargo_command(argv: list[str]) -> list[str]:
     """The command an exec runs, with provider.fresh's wrapper (fingerprint removal) taken off."""
     argv = list(argv)
@@ -246,10 +257,10 @@ async def test_provider_builder_is_the_build_container_before_the_build(
 async def test_build_failure_surfaces_as_exec_error_with_compiler_output(
     engine: EngineDouble, module: McpTrader
 ) -> None:
-    engine.fail(
-        "withExec",
-        when=lambda step: cargo_command(step.args["args"])[:3] == ["cargo", "auditable", "install"],
-        exit_code=101,
+    fail_cargo(
+        engine,
+        "auditable",
+        "install",
         stderr="error[E0308]: mismatched types\n --> src/server.rs:10:5",
     )
     ctr = await called(module.build_provider())
