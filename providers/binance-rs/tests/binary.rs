@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use binance_provider::proto::invoke_response::Outcome;
-use common::{FakeBinance, Mode, Provider, invoke, ok, test_config};
+use common::{FakeBinance, Mode, Provider, invoke, ok, poll, test_config};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -354,12 +354,8 @@ async fn shutdown_does_not_wait_for_a_stuck_call_beyond_the_grace_period() {
             })
             .await
     });
-    // Poll until the call is in flight (it has reached the fake), then signal.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.hits("/api/v3/ticker/24hr").is_empty() {
-        assert!(Instant::now() < deadline, "the call never reached the fake");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Signal once the call is in flight (it has reached the fake).
+    fake.wait_for_hit("/api/v3/ticker/24hr").await;
     let started = Instant::now();
     let pid = child.id().expect("pid") as libc::pid_t;
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
@@ -397,18 +393,18 @@ async fn healthcheck_connects_with_tcp_nodelay() {
     let (_conn, client_addr) = listener.accept().await.unwrap();
     // The client sets the option right after its connect completes, which may be just after our
     // accept: poll briefly rather than read once.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let sockets = loop {
-        // (Linux may give the same ephemeral port to connections to other peers: filter by peer.)
-        let sockets: Vec<_> = common::connected_sockets(client_addr)
-            .into_iter()
-            .filter(|(peer, _)| *peer == addr)
-            .collect();
-        if sockets == [(addr, true)] || Instant::now() > deadline {
-            break sockets;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    // (Linux may give the same ephemeral port to connections to other peers: filter by peer.)
+    let sockets = poll(
+        Duration::from_secs(1),
+        || {
+            common::connected_sockets(client_addr)
+                .into_iter()
+                .filter(|(peer, _)| *peer == addr)
+                .collect::<Vec<_>>()
+        },
+        |s| *s == [(addr, true)],
+    )
+    .await;
     assert_eq!(sockets, [(addr, true)]);
     check.abort();
 }
@@ -446,19 +442,18 @@ async fn a_huge_argument_is_echoed_bounded_in_the_error_and_the_log() {
         assert!(e.message.contains(marker), "{}", e.message);
     }
     // The log lines of both calls are bounded too (the tool name and request id are the caller's).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let failed = loop {
-        let failed: Vec<String> = server
-            .logs
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("failed"))
-            .collect();
-        if failed.len() >= 2 || Instant::now() > deadline {
-            break failed;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let failed = poll(
+        Duration::from_secs(5),
+        || {
+            let lines = server.logs.lines();
+            lines
+                .into_iter()
+                .filter(|l| l.contains("failed"))
+                .collect::<Vec<_>>()
+        },
+        |f| f.len() >= 2,
+    )
+    .await;
     assert_eq!(failed.len(), 2, "{failed:?}");
     for line in failed {
         assert!(line.len() < 2_000, "a {}-byte log line", line.len());
@@ -589,11 +584,7 @@ async fn in_flight_calls_finish_after_the_drain() {
         )
         .await
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.hits("/api/v3/ticker/24hr").is_empty() {
-        assert!(Instant::now() < deadline, "the call never reached the fake");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    fake.wait_for_hit("/api/v3/ticker/24hr").await;
     let started = Instant::now();
     sigterm(&child);
     // The call outlives the 200 ms drain and is answered normally.
@@ -613,11 +604,12 @@ async fn in_flight_calls_finish_after_the_drain() {
         started.elapsed()
     );
     // The last lines may still be in the pipe when the process is gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !logs.lines().iter().any(|l| l.contains("stopped")) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let lines = logs.lines();
+    let lines = poll(
+        Duration::from_secs(5),
+        || logs.lines(),
+        |l| l.iter().any(|l| l.contains("stopped")),
+    )
+    .await;
     let order: Vec<usize> = ["draining", "shutting down", "stopped"]
         .iter()
         .map(|m| {

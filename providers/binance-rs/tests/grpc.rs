@@ -692,14 +692,12 @@ async fn accepted_connections_have_tcp_nodelay() {
         .collect();
     assert_eq!(raw_side, [false]);
     // The server accepts in the background: poll until both connections are accepted.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let accepted = loop {
-        let accepted = common::connected_sockets(provider.addr);
-        if accepted.len() >= 2 || Instant::now() > deadline {
-            break accepted;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let accepted = common::poll(
+        Duration::from_secs(5),
+        || common::connected_sockets(provider.addr),
+        |a| a.len() >= 2,
+    )
+    .await;
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     assert!(accepted.iter().all(|(_, nodelay)| *nodelay), "{accepted:?}");
     assert!(accepted.iter().any(|(peer, _)| *peer == raw_local));

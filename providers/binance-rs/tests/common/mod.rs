@@ -112,6 +112,30 @@ impl FakeBinance {
     pub fn total_hits(&self) -> usize {
         self.state.hits.lock().unwrap().len()
     }
+
+    /// Waits until a request for `path` has arrived (a call is in flight), for at most 10 s.
+    pub async fn wait_for_hit(&self, path: &str) {
+        let hits = poll(
+            Duration::from_secs(10),
+            || self.hits(path).len(),
+            |n| *n > 0,
+        )
+        .await;
+        assert!(hits > 0, "no request reached the fake at {path}");
+    }
+}
+
+/// Reads `read` every 10 ms until `done` accepts its value or `limit` has passed, and returns the
+/// last value read: for what happens in the background (a server task, a child process).
+pub async fn poll<T>(limit: Duration, mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let value = read();
+        if done(&value) || std::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn binance_error(status: StatusCode, code: i64, msg: &str) -> Response {
