@@ -254,7 +254,7 @@ async fn spawn_server(fake: &FakeBinance, env: &[(&str, &str)]) -> Server {
     let mut child = command()
         .env("PROVIDER_ADDR", "127.0.0.1:0")
         .env("BINANCE_BASE_URL", &fake.url)
-        .env("BINANCE_TIMEOUT_MS", "500")
+        .env("BINANCE_TIMEOUT_MS", "5000")
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -564,11 +564,7 @@ async fn in_flight_calls_finish_after_the_drain() {
         logs,
     } = spawn_server(
         &fake,
-        &[
-            ("BINANCE_TIMEOUT_MS", "5000"),
-            ("SHUTDOWN_DRAIN_MS", "200"),
-            ("SHUTDOWN_GRACE_MS", "5000"),
-        ],
+        &[("SHUTDOWN_DRAIN_MS", "200"), ("SHUTDOWN_GRACE_MS", "5000")],
     )
     .await;
     fake.fail(Mode::Slow(Duration::from_millis(1_500)), 1);

@@ -471,7 +471,12 @@ async fn a_callers_shorter_grpc_deadline_gets_a_timeout_answer_in_time() {
 
 #[tokio::test]
 async fn a_hanging_upstream_times_out() {
-    let (fake, provider) = setup().await;
+    let fake = FakeBinance::start().await;
+    let provider = Provider::start(Config {
+        request_timeout: Duration::from_millis(400),
+        ..test_config(&fake.url)
+    })
+    .await;
     let mut client = provider.client().await;
     fake.fail(Mode::Hang, usize::MAX);
     let started = Instant::now();

@@ -335,12 +335,14 @@ pub fn trades(limit: usize) -> Value {
     )
 }
 
-/// Settings that keep the suite fast: short timeouts and backoff.
+/// Settings that keep the suite fast: short backoff and no drain. The timeouts stay generous
+/// (a loaded CI machine can take hundreds of ms to answer from the in-process fake); the tests
+/// of timeouts set their own.
 pub fn test_config(base_url: &str) -> Config {
     Config {
         base_url: base_url.to_string(),
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(400),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(4),
         call_timeout: Duration::from_secs(5),
         max_retries: 2,
         retry_backoff: Duration::from_millis(10),
