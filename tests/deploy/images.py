@@ -136,24 +136,20 @@ def push_proxy_image(base: str) -> str:
     return PROXY_IMAGE
 
 
-def provider_binary() -> Path:
+def provider_binary(*, auditable: bool = False) -> Path:
     """The crate's `binance-provider` binary (debug profile: `make test-provider` already built
-    it, so this is a no-op in CI; the contract is the same as the release build's)."""
+    it, so this is a no-op in CI; the contract is the same as the release build's).
+
+    `auditable`: built with `cargo auditable build`, which embeds the dependency tree (what
+    scanners and SBOMs read). Same target directory: only the crate itself recompiles (the
+    wrapper applies to workspace crates), the dependencies stay built.
+    """
     manifest = REPO / "providers" / "binance-rs" / "Cargo.toml"
-    run(
-        [
-            "cargo",
-            "build",
-            "--locked",
-            "--manifest-path",
-            str(manifest),
-            "--bin",
-            "binance-provider",
-        ]
-    )
+    cargo = ["cargo", "auditable", "build"] if auditable else ["cargo", "build"]
+    run([*cargo, "--locked", "--manifest-path", str(manifest), "--bin", "binance-provider"])
     binary = REPO / "providers" / "binance-rs" / "target" / "debug" / "binance-provider"
     if not binary.is_file():
-        raise RuntimeError(f"cargo build did not produce {binary}")
+        raise RuntimeError(f"{' '.join(cargo)} did not produce {binary}")
     return binary
 
 

@@ -121,31 +121,6 @@ class Pushed:
         return f"{self.repository}@{self.digest}"
 
 
-def auditable_provider_binary() -> Path:
-    """The provider binary with its dependency tree embedded (`cargo auditable build`).
-
-    The same target directory as `make test-provider`: only the crate itself recompiles (the
-    wrapper applies to workspace crates), the dependencies stay built.
-    """
-    manifest = REPO / "providers" / "binance-rs" / "Cargo.toml"
-    images.run(
-        [
-            "cargo",
-            "auditable",
-            "build",
-            "--locked",
-            "--manifest-path",
-            str(manifest),
-            "--bin",
-            "binance-provider",
-        ]
-    )
-    binary = REPO / "providers" / "binance-rs" / "target" / "debug" / "binance-provider"
-    if not binary.is_file():
-        raise RuntimeError(f"cargo auditable build did not produce {binary}")
-    return binary
-
-
 def digest_of(runner: HostRunner, reference: str) -> str:
     return runner.ok(cosign.digest_argv(reference)).strip()
 
@@ -192,7 +167,7 @@ def build_contexts(root: Path) -> Contexts:
     gateway = root / "gateway"
     provider.mkdir()
     gateway.mkdir()
-    shutil.copy2(auditable_provider_binary(), provider / "binance-provider")
+    shutil.copy2(images.provider_binary(auditable=True), provider / "binance-provider")
     # Debug info only: the `.dep-v0` section cargo auditable adds is not debug info and stays.
     images.run(["strip", "--strip-debug", str(provider / "binance-provider")])
     images.gateway_venv(gateway)
