@@ -2,7 +2,6 @@
 //! backoff on 429/418/5xx honouring `Retry-After`, Binance `{code,msg}` errors, and typed decoding that
 //! reports malformed bodies instead of panicking.
 
-use std::error::Error as _;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,8 @@ use reqwest::StatusCode;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 use tracing::{debug, warn};
+
+use crate::chain::chain;
 
 use crate::config::Config;
 use crate::echo::{LOG_MAX_CHARS, clip};
@@ -189,18 +190,6 @@ enum Attempt {
     Fatal(UpstreamError),
 }
 
-/// A readable message from a reqwest error including its causes (reqwest's own Display is terse).
-fn describe(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 impl BinanceClient {
     /// Builds the client; fails on a base URL that is not http(s).
     pub fn new(config: &Config) -> Result<Self, String> {
@@ -216,7 +205,7 @@ impl BinanceClient {
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("binance-provider/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)))?;
+            .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
         Ok(Self {
             http,
             base_url: config.base_url.trim_end_matches('/').to_string(),
@@ -388,14 +377,14 @@ impl BinanceClient {
             Err(e) if e.is_timeout() => return timeout(),
             Err(e) if e.is_connect() => {
                 return Attempt::Retryable {
-                    reason: format!("cannot connect to Binance at {url}: {}", describe(&e)),
+                    reason: format!("cannot connect to Binance at {url}: {}", chain(&e)),
                     code: 0,
                     retry_after: None,
                 };
             }
             Err(e) => {
                 return Attempt::Fatal(UpstreamError::Unavailable {
-                    message: format!("request to Binance {path} failed: {}", describe(&e)),
+                    message: format!("request to Binance {path} failed: {}", chain(&e)),
                     code: 0,
                 });
             }
@@ -412,10 +401,7 @@ impl BinanceClient {
             Err(e) if e.is_timeout() => return timeout(),
             Err(e) => {
                 return Attempt::Retryable {
-                    reason: format!(
-                        "reading Binance's answer to {path} failed: {}",
-                        describe(&e)
-                    ),
+                    reason: format!("reading Binance's answer to {path} failed: {}", chain(&e)),
                     code: 0,
                     retry_after: None,
                 };

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod args;
 pub mod binance;
+pub mod chain;
 pub mod config;
 pub mod echo;
 pub mod healthcheck;
