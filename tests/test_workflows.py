@@ -695,19 +695,20 @@ def test_rollback_tag_is_optional(tmp_path: Path, tag: str, expected: str | None
 # Every call line names a real function with real flags
 
 
-def cli_parameters(function: Any) -> tuple[set[str], set[str]]:
-    """(all flags, required flags) of a module function, as the dagger CLI spells them."""
+def cli_parameters(function: Any) -> tuple[dict[str, bool], set[str]]:
+    """({flag: takes a value}, required flags) of a module function, as the dagger CLI spells
+    them (a boolean flag takes none)."""
     from dagger.mod._arguments import Name
     from dagger.mod._utils import get_meta, normalize_name
 
     hints = typing.get_type_hints(function, include_extras=True)
-    flags: set[str] = set()
+    flags: dict[str, bool] = {}
     required: set[str] = set()
     for parameter in list(inspect.signature(function).parameters.values())[1:]:
         meta = get_meta(hints.get(parameter.name), Name)
         api_name = meta.name if meta else normalize_name(parameter.name)
         flag = "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", api_name).replace("_", "-").lower()
-        flags.add(flag)
+        flags[flag] = typing.get_type_hints(function)[parameter.name] is not bool
         if parameter.default is inspect.Parameter.empty:
             required.add(flag)
     return flags, required
@@ -726,6 +727,8 @@ def cli_parameters(function: Any) -> tuple[set[str], set[str]]:
 def test_call_line_matches_the_module(
     tmp_path: Path, workflow: str, job: str, checkout: dict[str, str]
 ) -> None:
+    """Walk the call's chain (`server --host ... deploy --tag ...`): each function exists on the
+    object the previous one returned, with these flags, its required ones all given."""
     from mcp_trader.main import McpTrader
 
     env = {
@@ -736,12 +739,23 @@ def test_call_line_matches_the_module(
         "GITHUB_REPOSITORY": "o/r",
         "GITHUB_ACTOR": "a",
     }
-    argv = dagger_argv(call_of(workflow, job), env, tmp_path)[3:]
-    function_name, args = argv[0], argv[1:]
-    attribute = function_name.replace("-", "_")
-    function = getattr(McpTrader, attribute, None)
-    assert function is not None, f"{workflow}/{job} calls `{function_name}`, not in McpTrader"
-    flags, required = cli_parameters(function)
-    given = {arg for arg in args if arg.startswith("--")}
-    assert given <= flags, f"unknown flags {sorted(given - flags)}; known: {sorted(flags)}"
-    assert required <= given, f"missing required {sorted(required - given)}"
+    rest = dagger_argv(call_of(workflow, job), env, tmp_path)[3:]
+    obj: Any = McpTrader
+    chain = []
+    while rest:
+        function_name, rest = rest[0], rest[1:]
+        function = getattr(obj, function_name.replace("-", "_"), None)
+        assert function is not None, (
+            f"{workflow}/{job} calls `{function_name}`, not in {obj.__name__}"
+        )
+        flags, required = cli_parameters(function)
+        given = set()
+        while rest and rest[0].startswith("--"):
+            flag = rest[0]
+            assert flag in flags, f"unknown flag {flag} of {function_name}; known: {sorted(flags)}"
+            given.add(flag)
+            rest = rest[1 + flags[flag] :]
+        assert required <= given, f"{function_name}: missing required {sorted(required - given)}"
+        chain.append(function_name)
+        obj = typing.get_type_hints(function).get("return")
+    assert chain[0] == ("server" if workflow == "deploy.yml" else "ci")

@@ -1,11 +1,11 @@
-"""The deploy/rollback/status functions against the engine double (tests/enginedouble).
+"""`server ... deploy|rollback|status|attach` against the engine double (tests/enginedouble).
 
 What these prove about the module side: the pinned OpenSSH container, the bundle files taken
 from the source, the key / known_hosts / token mounted as secrets by reference (0600, root), the
 exact ssh/scp argv lists of `mcp_trader.ssh` in order (so the docker tests, which run those same
 lists for real, cover what ships), stdin carrying the registry token, a per-run id that defeats
 the exec cache, errors propagated, registration with cache policy Never, and bad input refused
-before a single query reaches the engine.
+before a single query reaches the engine (the connection when `server` is called).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 from dagger import dag
 from mcp_trader import deploy, ssh
 from mcp_trader.main import McpTrader
+from mcp_trader.server import Server
 
 from tests.enginedouble import EngineDouble
 from tests.enginedouble.double import called
@@ -46,6 +47,14 @@ def secrets() -> Credentials:
     }
 
 
+def server(**connection: Any) -> Server:
+    """The `server` object as `dagger call server --host H --user U --ssh-key env://...
+    --known-hosts env://...` makes it (connection overrides as keyword arguments)."""
+    args: dict[str, Any] = {"host": HOST, "user": USER, **secrets(), **connection}
+    result: Server = trader().server(**args)
+    return result
+
+
 def execs(engine: EngineDouble) -> list[dict[str, Any]]:
     """The withExec steps of the final container's chain, in order."""
     (stdout,) = engine.calls("stdout", "Container")
@@ -68,7 +77,7 @@ def expected_plan(
 
 async def test_deploy_runs_the_plan_in_the_pinned_ssh_container(engine: EngineDouble) -> None:
     engine.answer("Container.stdout", "[mcp-trader-deploy] done")
-    out = await called(trader().deploy(host=HOST, user=USER, tag=TAG, run_id="run1", **secrets()))
+    out = await called(server().deploy(tag=TAG, run_id="run1"))
     assert out == "[mcp-trader-deploy] done"
     (stdout,) = engine.calls("stdout", "Container")
     chain = stdout.receiver
@@ -88,7 +97,7 @@ async def test_deploy_runs_the_plan_in_the_pinned_ssh_container(engine: EngineDo
 
 
 async def test_ssh_options_are_strict(engine: EngineDouble) -> None:
-    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    await called(server().deploy(tag=TAG))
     for e in execs(engine)[1:]:
         argv = e["args"]
         opts = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
@@ -115,11 +124,7 @@ async def test_secrets_are_mounted_by_reference_and_never_sent(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     token = dag.secret("env://GITHUB_TOKEN")
-    await called(
-        trader().deploy(
-            host=HOST, user=USER, tag=TAG, registry_password=token, run_id="r2", **secrets()
-        )
-    )
+    await called(server().deploy(tag=TAG, registry_password=token, run_id="r2"))
     mounts = {c.args["path"]: c for c in engine.calls("withMountedSecret")}
     assert set(mounts) == {deploy.KEY_PATH, deploy.KNOWN_HOSTS_PATH, deploy.TOKEN_PATH}
     uris = {p: c.args["source"].arg("secret", "uri") for p, c in mounts.items()}
@@ -152,7 +157,7 @@ async def test_secrets_are_mounted_by_reference_and_never_sent(
 
 
 async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
-    await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+    await called(server().deploy(tag=TAG))
     files = {c.args["path"]: c.args["source"] for c in engine.calls("withFile")}
     assert set(files) == {
         "/bundle/compose.yml",
@@ -173,9 +178,7 @@ async def test_a_fresh_nonce_reaches_the_first_exec_whatever_the_run_id(
     # Twice the same deploy, with no run id (fresh ones) and with the same one reused.
     for fn in ("deploy", "deploy", "rollback", "rollback", "status", "status"):
         kwargs: dict[str, Any] = {"tag": TAG} if fn == "deploy" else {}
-        await called(
-            getattr(trader(), fn)(host=HOST, user=USER, run_id=run_id, **kwargs, **secrets())
-        )
+        await called(getattr(server(), fn)(run_id=run_id, **kwargs))
     chains = [
         [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][1:]
         for c in engine.calls("stdout", "Container")
@@ -195,17 +198,8 @@ async def test_a_fresh_nonce_reaches_the_first_exec_whatever_the_run_id(
 
 async def test_tags_paths_and_ports_reach_the_argv(engine: EngineDouble) -> None:
     await called(
-        trader().deploy(
-            host="203.0.113.7",
-            user=USER,
-            provider_tag="1.2.3",
-            gateway_tag="sha-7654321",
-            path="/srv/trader",
-            port=2222,
-            wait_timeout=60,
-            keep=3,
-            run_id="r3",
-            **secrets(),
+        server(host="203.0.113.7", path="/srv/trader/", port=2222).deploy(
+            provider_tag="1.2.3", gateway_tag="sha-7654321", wait_timeout=60, keep=3, run_id="r3"
         )
     )
     run = execs(engine)
@@ -221,8 +215,8 @@ async def test_tags_paths_and_ports_reach_the_argv(engine: EngineDouble) -> None
 
 
 async def test_rollback_previous_and_to(engine: EngineDouble) -> None:
-    await called(trader().rollback(host=HOST, user=USER, run_id="a", **secrets()))
-    await called(trader().rollback(host=HOST, user=USER, to=TAG, run_id="b", **secrets()))
+    await called(server().rollback(run_id="a"))
+    await called(server().rollback(to=TAG, run_id="b"))
     prev, to = (
         [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][-1][-1]
         for c in engine.calls("stdout", "Container")
@@ -233,9 +227,7 @@ async def test_rollback_previous_and_to(engine: EngineDouble) -> None:
 
 async def test_status_ships_and_runs_status(engine: EngineDouble) -> None:
     engine.answer("Container.stdout", "pinned: ...")
-    assert await called(trader().status(host=HOST, user=USER, run_id="s", **secrets())) == (
-        "pinned: ..."
-    )
+    assert await called(server().status(run_id="s")) == "pinned: ..."
     run = execs(engine)
     stage = f"/opt/mcp-trader/.incoming/s-{nonce_of(run[1]['args'])}"
     assert run[-1]["args"][-1] == (
@@ -252,7 +244,7 @@ async def test_script_failure_fails_the_call(engine: EngineDouble) -> None:
         stderr="deploy failed: sha-1a2b3c4 did not become healthy; rolled back to sha-0000001",
     )
     with pytest.raises(dagger.ExecError) as info:
-        await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+        await called(server().deploy(tag=TAG))
     assert info.value.exit_code == 4
     assert "rolled back" in info.value.stderr
 
@@ -279,7 +271,7 @@ async def test_a_dropped_connection_is_followed_by_reattaching_to_the_run(
 
     engine.fail("withExec", when=first_attach_fails, exit_code=255, stderr="Connection refused")
     engine.answer("Container.stdout", "deploy ok: re-attached")
-    out = await called(trader().deploy(host=HOST, user=USER, tag=TAG, run_id="r9", **secrets()))
+    out = await called(server().deploy(tag=TAG, run_id="r9"))
     assert out == "deploy ok: re-attached"
     # Every evaluation, failed ones included: the drop, one failed re-attach, one that worked.
     attaches = [o for o, leaf in engine.evaluated if leaf == "stdout" and "attach --run" in str(o)]
@@ -303,7 +295,7 @@ async def test_a_failing_run_is_not_reattached(engine: EngineDouble) -> None:
         stderr="Connection closed",
     )
     with pytest.raises(dagger.ExecError) as info:
-        await called(trader().status(host=HOST, user=USER, **secrets()))
+        await called(server().status())
     assert info.value.exit_code == 255
     assert not [c for c in engine.calls("withExec") if "attach" in c.args["args"][-1]]
 
@@ -316,7 +308,7 @@ async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> N
         stderr="Host key verification failed.",
     )
     with pytest.raises(dagger.ExecError) as info:
-        await called(trader().deploy(host=HOST, user=USER, tag=TAG, **secrets()))
+        await called(server().deploy(tag=TAG))
     assert info.value.exit_code == 255
     # The copies and the script are chained after the prepare step: they cannot run first.
     (run,) = [c for c in engine.calls("withExec") if c.args["args"][-1].startswith("bash ")]
@@ -326,62 +318,116 @@ async def test_host_key_failure_stops_before_any_copy(engine: EngineDouble) -> N
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("connection", "message"),
     [
         ({"host": "-oProxyCommand=touch /tmp/x"}, "is not a valid host name"),
         ({"host": "bad host"}, "is not a valid host name"),
         ({"user": "root;id"}, "is not a valid login name"),
         ({"user": "-l"}, "is not a valid login name"),
-        ({"tag": "v1 && rm -rf /"}, "is not a valid image tag"),
-        ({"tag": None}, "deploy needs a tag"),
-        ({"provider_tag": "-x"}, "is not a valid image tag"),
         ({"path": "relative/dir"}, "is not a valid deploy directory"),
         ({"path": "/opt/../etc"}, "must not contain"),
         ({"path": "/opt/mcp trader"}, "is not a valid deploy directory"),
         ({"port": 0}, "is not a TCP port"),
         ({"port": 70000}, "is not a TCP port"),
+    ],
+)
+async def test_a_bad_connection_is_refused_when_server_is_called(
+    engine: EngineDouble, connection: dict[str, Any], message: str
+) -> None:
+    before = len(engine.queries)
+    with pytest.raises(ValueError, match=message):
+        server(**connection)
+    assert len(engine.queries) == before, "a query reached the engine before validation"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tag": "v1 && rm -rf /"}, "is not a valid image tag"),
+        ({"tag": None}, "deploy needs a tag"),
+        ({"provider_tag": "-x"}, "is not a valid image tag"),
         ({"run_id": "../../x"}, "run id"),
         ({"wait_timeout": 0}, "wait timeout"),
         ({"keep": 0}, "keep"),
+        ({"registry": "https://ghcr.io"}, "is not a registry host"),
     ],
 )
 async def test_bad_input_fails_before_any_query(
     engine: EngineDouble, kwargs: dict[str, Any], message: str
 ) -> None:
-    args: dict[str, Any] = {"host": HOST, "user": USER, "tag": TAG, **kwargs}
-    mod = trader()
-    key, known = dag.secret("env://K"), dag.secret("env://H")
+    target = server()
     before = len(engine.queries)
     with pytest.raises(ValueError, match=message):
-        await called(mod.deploy(ssh_key=key, known_hosts=known, **args))
+        await called(target.deploy(**{"tag": TAG, **kwargs}))
     assert len(engine.queries) == before, "a query reached the engine before validation"
 
 
-async def test_bad_rollback_target_fails_before_any_query(engine: EngineDouble) -> None:
-    mod = trader()
-    key, known = dag.secret("env://K"), dag.secret("env://H")
+async def test_bad_rollback_target_and_attach_run_fail_before_any_query(
+    engine: EngineDouble,
+) -> None:
+    target = server()
     before = len(engine.queries)
     with pytest.raises(ValueError, match="rollback target"):
-        await called(
-            mod.rollback(host=HOST, user=USER, to="sha-1;reboot", ssh_key=key, known_hosts=known)
-        )
+        await called(target.rollback(to="sha-1;reboot"))
+    with pytest.raises(ValueError, match="run id"):
+        await called(target.attach(run_id="r;reboot"))
     assert len(engine.queries) == before
 
 
-def test_deploy_functions_register_uncached_with_secret_credentials(
-    registered_functions: dict[str, Function],
+async def test_attach_follows_a_run_and_reattaches_only_a_named_one(
+    engine: EngineDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("deploy", "rollback", "status"):
-        fn = registered_functions[name]
+    monkeypatch.setattr(deploy, "REATTACH_BACKOFF_S", (0,))
+    engine.answer("Container.stdout", "[mcp-trader-deploy] attached")
+    assert await called(server().attach(run_id="r7")) == "[mcp-trader-deploy] attached"
+    assert await called(server().attach()) == "[mcp-trader-deploy] attached"
+    named, latest = (
+        [s.args["args"] for s in c.receiver.steps if s.field == "withExec"][-1][-1]
+        for c in engine.calls("stdout", "Container")
+    )
+    assert named.endswith("--run-id r7 attach --run r7")
+    assert re.search(r"--run-id [0-9a-f]{32} attach$", latest), latest
+    # "The latest run" is not re-attached after a drop: by then it could be another run.
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][-1].endswith("attach"),
+        exit_code=255,
+        stderr="Connection closed",
+    )
+    with pytest.raises(dagger.ExecError):
+        await called(server().attach())
+    engine.fail(
+        "withExec",
+        when=lambda step: step.args["args"][-1].endswith("attach --run r8"),
+        exit_code=255,
+        stderr="Connection closed",
+    )
+    with pytest.raises(deploy.ConnectionLost, match="attach --run-id r8"):
+        await called(server().attach(run_id="r8"))
+
+
+def test_server_registers_its_connection_once_and_uncached_functions(
+    registered: dict[str, Any], registered_functions: dict[str, Function]
+) -> None:
+    connect = registered_functions["server"]
+    assert connect.return_type == "withObject:Server"
+    assert connect.cache_policy is None  # pure: it only validates and holds the connection
+    assert object_name(connect.args["ssh_key"]) == "Secret"
+    assert object_name(connect.args["known_hosts"]) == "Secret"
+    assert required(connect) == {"host", "user", "ssh_key", "known_hosts"}
+    assert connect.args["path"]["defaultValue"] == '"/opt/mcp-trader"'
+    assert connect.args["port"]["defaultValue"] == "22"
+    # The old top-level functions are gone: one way to deploy.
+    assert not {"deploy", "rollback", "status", "attach"} & set(registered_functions)
+    functions: dict[str, Function] = registered["objects"]["Server"]["functions"]
+    assert set(functions) == {"deploy", "rollback", "status", "attach"}
+    connection = {"host", "user", "ssh_key", "known_hosts", "path", "port"}
+    for name, fn in functions.items():
         assert fn.cache_policy == "Never", name
-        args = fn.args
-        assert object_name(args["ssh_key"]) == "Secret"
-        assert object_name(args["known_hosts"]) == "Secret"
-        assert required(fn) == {"host", "user", "ssh_key", "known_hosts"}, name
-        assert args["path"]["defaultValue"] == '"/opt/mcp-trader"'
-        assert args["port"]["defaultValue"] == "22"
+        assert not connection & set(fn.args), f"{name} repeats the connection"
+        assert "run_id" in fn.args
     for name in ("deploy", "rollback"):
-        assert object_name(registered_functions[name].args["registry_password"]) == "Secret"
-        assert is_optional(registered_functions[name].args["registry_password"])
-    assert {"tag", "provider_tag", "gateway_tag"} <= set(registered_functions["deploy"].args)
-    assert "to" in registered_functions["rollback"].args
+        assert object_name(functions[name].args["registry_password"]) == "Secret"
+        assert is_optional(functions[name].args["registry_password"])
+    assert {"tag", "provider_tag", "gateway_tag"} <= set(functions["deploy"].args)
+    assert "to" in functions["rollback"].args

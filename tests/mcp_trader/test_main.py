@@ -144,9 +144,10 @@ CHECKS = {
     "gateway_types",
     "gateway_tests",
 }
-#: Functions with side effects (a push, an SSH session, a deploy) must never be answered from
-#: the engine's cache (`@function(cache="never")`), whoever adds them.
-SIDE_EFFECTS = {"publish", "deploy", "rollback", "ci"}
+#: Functions with side effects (a push, an SSH session, a deploy) or that read a registry's
+#: state must never be answered from the engine's cache (`@function(cache="never")`), whoever
+#: adds them. The `server` object's functions are checked in test_deploy.py.
+SIDE_EFFECTS = {"publish", "ci", "verify"}
 
 
 def test_main_object_registers_with_every_build_and_test_function(
@@ -189,7 +190,7 @@ def test_builds_return_containers_and_take_an_optional_platform(
 
 def test_side_effect_functions_are_never_cached(registered: dict[str, Any]) -> None:
     functions = registered["objects"]["McpTrader"]["functions"]
-    for name in SIDE_EFFECTS & set(functions):
+    for name in SIDE_EFFECTS:
         assert functions[name].cache_policy == "Never", name
     for name in BUILD_AND_TEST:
         assert functions[name].cache_policy is None, f"{name} is pure: let the engine cache it"

@@ -1,4 +1,5 @@
-"""Deploy, roll back and inspect the server: ship compose.yml + deploy/ over SSH, run the script.
+"""Deploy, roll back, inspect and follow (`server ...`, server.py): ship compose.yml + deploy/
+over SSH, run the script.
 
 The health gate, the lock, the transaction (intent, bundle switch, automatic rollback), the
 pinned tags and the deployment log all live in the server script (deploy/mcp-trader-deploy.sh);
@@ -154,7 +155,8 @@ async def run_on_server(
     raise ConnectionLost(
         f"the connection to {host} dropped during run {run_id} and re-attaching failed "
         f"{len(REATTACH_BACKOFF_S)} times ({lost.stderr.strip() or lost}); the run goes on on "
-        f"the server: `status` shows how it ended, `attach --run-id {run_id}` follows it"
+        f"the server: `server ... status` shows how it ended, "
+        f"`server ... attach --run-id {run_id}` follows it"
     ) from lost
 
 
@@ -204,3 +206,8 @@ def rollback_args(
 
 def status_args() -> list[str]:
     return ssh.script_args("status")
+
+
+def attach_args(run_id: str) -> list[str]:
+    """Follow run `run_id` (empty: the latest run on the server)."""
+    return ssh.script_args("attach", run=run_id or None)

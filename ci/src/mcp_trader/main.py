@@ -1,12 +1,12 @@
 """The main object: every function `dagger call` exposes.
 
 Each function is a thin entry point; the work lives in one module per job (services.py and the
-builders provider.py and gateway.py, checks.py, tags.py, publish.py, pipeline.py, deploy.py).
+builders provider.py and gateway.py, checks.py, tags.py, publish.py, pipeline.py, supply.py, and
+server.py, the `server` object that deploys).
 """
 
 import functools
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, check, function, object_type
@@ -18,25 +18,15 @@ from mcp_trader import gateway as _gateway
 from mcp_trader import pipeline as _pipeline
 from mcp_trader import platforms as _platforms
 from mcp_trader import provider as _provider
+from mcp_trader import server as _server
 from mcp_trader import services as _services
 from mcp_trader import supply as _supply
 from mcp_trader.errors import run_all as _run_all
+from mcp_trader.functions import uncached
 from mcp_trader.publish import DEFAULT_PLATFORMS as _DEFAULT_PLATFORMS
 from mcp_trader.publish import publish_images as _publish_images
 from mcp_trader.sources import SOURCE_IGNORE
 from mcp_trader.tags import image_tags as _image_tags
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def uncached(fn: F) -> F:
-    """`@function(cache="never")`, for functions with side effects (publish, deploy, ci...).
-
-    dagger-io 0.21.11's typing overloads of `function` omit its `cache` parameter, which the
-    implementation accepts; this keeps the one type-ignore in one place.
-    """
-    return function(fn, cache="never")  # type: ignore[call-overload, no-any-return]
-
 
 PLATFORM_DOC = "Target platform: linux/amd64 (default) or linux/arm64."
 # The signing flags of publish and ci (supply.py), written once.
@@ -343,171 +333,30 @@ class McpTrader:
         )
         return verified.report() + "\n"
 
-    # --- Deploy (issue 6): ship compose.yml + deploy/ over SSH, run deploy/mcp-trader-deploy.sh ---
-    @uncached
-    async def deploy(
+    # --- Deploy: one server, its connection given once (server.py), then deploy/rollback/... ---
+    @function
+    def server(
         self,
-        host: Annotated[str, Doc("The server's host name or IP address.")],
-        user: Annotated[str, Doc("The SSH user on the server (a member of the docker group).")],
-        ssh_key: Annotated[
-            dagger.Secret, Doc("The private SSH key of that user (e.g. file://~/.ssh/id_ed25519).")
-        ],
-        known_hosts: Annotated[
-            dagger.Secret,
-            Doc("known_hosts line(s) for the server; an unknown or changed host key is refused."),
-        ],
-        tag: Annotated[
-            str | None, Doc("Image tag to deploy for both services (e.g. sha-1a2b3c4).")
-        ] = None,
-        provider_tag: Annotated[str | None, Doc("binance-provider tag, overriding --tag.")] = None,
-        gateway_tag: Annotated[str | None, Doc("mcp-gateway tag, overriding --tag.")] = None,
-        path: Annotated[str, Doc("The deploy directory on the server.")] = _deploy.DEFAULT_PATH,
-        port: Annotated[int, Doc("The server's SSH port.")] = 22,
-        registry: Annotated[
-            str,
-            Doc(
-                "The registry the token is for; sent only there, and only if the images are there."
-            ),
-        ] = _deploy.DEFAULT_REGISTRY,
-        registry_username: Annotated[
-            str, Doc("User name for the registry login (used only with --registry-password).")
-        ] = _deploy.DEFAULT_REGISTRY_USERNAME,
-        registry_password: Annotated[
-            dagger.Secret | None,
-            Doc("Registry token; the server logs in with it (sent on ssh's stdin) before pulling."),
-        ] = None,
-        wait_timeout: Annotated[int, Doc("Seconds the new version has to become healthy.")] = 120,
-        keep: Annotated[
-            int, Doc("Keep the images of this many recent deployments; prune older ones.")
-        ] = 5,
-        run_id: Annotated[
-            str, Doc("Id of this run (its staging directory on the server); default: a fresh one.")
-        ] = "",
-    ) -> str:
-        """Deploy a version: pull, start, wait for health, pin the tags; undo it if unhealthy.
+        host: _server.Host,
+        user: _server.User,
+        ssh_key: _server.SshKey,
+        known_hosts: _server.KnownHosts,
+        path: _server.DeployPath = _deploy.DEFAULT_PATH,
+        port: _server.Port = 22,
+    ) -> _server.Server:
+        """The server to deploy to, reached over SSH; chain what to do there: `deploy --tag T`,
+        `rollback [--to T]`, `status`, `attach --run-id R`.
 
-        Fails (non-zero) when the server refuses (another deploy holds the lock, bad tag), the pull
-        fails (nothing changed), or the new version is unhealthy (the previous one is restored).
+        The connection is checked here (host, user, path, port), before anything runs.
         """
-        args = _deploy.deploy_args(
-            tag=tag,
-            provider_tag=provider_tag,
-            gateway_tag=gateway_tag,
-            wait_timeout=wait_timeout,
-            keep=keep,
-            registry=registry,
-            registry_username=registry_username,
-            registry_password=registry_password,
-        )
-        return await _deploy.run_on_server(
+        return _server.Server.connect(
             self.source,
-            script_args=args,
             host=host,
             user=user,
-            port=port,
-            path=path,
             ssh_key=ssh_key,
             known_hosts=known_hosts,
-            registry_password=registry_password,
-            run_id=run_id or _deploy.new_run_id(),
-            detached=True,
-        )
-
-    @uncached
-    async def rollback(
-        self,
-        host: Annotated[str, Doc("The server's host name or IP address.")],
-        user: Annotated[str, Doc("The SSH user on the server (a member of the docker group).")],
-        ssh_key: Annotated[dagger.Secret, Doc("The private SSH key of that user.")],
-        known_hosts: Annotated[
-            dagger.Secret,
-            Doc("known_hosts line(s) for the server; an unknown or changed host key is refused."),
-        ],
-        to: Annotated[
-            str | None,
-            Doc("Tag to return to (e.g. sha-1a2b3c4, pulled first); default: the previous one."),
-        ] = None,
-        path: Annotated[str, Doc("The deploy directory on the server.")] = _deploy.DEFAULT_PATH,
-        port: Annotated[int, Doc("The server's SSH port.")] = 22,
-        registry: Annotated[
-            str,
-            Doc(
-                "The registry the token is for; sent only there, and only if the images are there."
-            ),
-        ] = _deploy.DEFAULT_REGISTRY,
-        registry_username: Annotated[
-            str, Doc("User name for the registry login (used only with --registry-password).")
-        ] = _deploy.DEFAULT_REGISTRY_USERNAME,
-        registry_password: Annotated[
-            dagger.Secret | None,
-            Doc("Registry token; the server logs in with it (sent on ssh's stdin) before pulling."),
-        ] = None,
-        wait_timeout: Annotated[int, Doc("Seconds the version has to become healthy.")] = 120,
-        keep: Annotated[
-            int, Doc("Keep the images of this many recent deployments; prune older ones.")
-        ] = 5,
-        run_id: Annotated[
-            str, Doc("Id of this run (its staging directory on the server); default: a fresh one.")
-        ] = "",
-    ) -> str:
-        """Roll back to the previous deployment (from the server's deployments.log) or to --to TAG.
-
-        Health-gated like deploy: an unhealthy target is undone and the call fails.
-        """
-        args = _deploy.rollback_args(
-            to=to,
-            wait_timeout=wait_timeout,
-            keep=keep,
-            registry=registry,
-            registry_username=registry_username,
-            registry_password=registry_password,
-        )
-        return await _deploy.run_on_server(
-            self.source,
-            script_args=args,
-            host=host,
-            user=user,
-            port=port,
             path=path,
-            ssh_key=ssh_key,
-            known_hosts=known_hosts,
-            registry_password=registry_password,
-            run_id=run_id or _deploy.new_run_id(),
-            detached=True,
-        )
-
-    @uncached
-    async def status(
-        self,
-        host: Annotated[str, Doc("The server's host name or IP address.")],
-        user: Annotated[str, Doc("The SSH user on the server.")],
-        ssh_key: Annotated[dagger.Secret, Doc("The private SSH key of that user.")],
-        known_hosts: Annotated[
-            dagger.Secret,
-            Doc("known_hosts line(s) for the server; an unknown or changed host key is refused."),
-        ],
-        path: Annotated[str, Doc("The deploy directory on the server.")] = _deploy.DEFAULT_PATH,
-        port: Annotated[int, Doc("The server's SSH port.")] = 22,
-        run_id: Annotated[
-            str, Doc("Id of this run (its staging directory on the server); default: a fresh one.")
-        ] = "",
-    ) -> str:
-        """Show the pinned tags, each service's container and health, and the last deployments.
-
-        Fails when a service is not running and healthy.
-        """
-        return await _deploy.run_on_server(
-            self.source,
-            script_args=_deploy.status_args(),
-            host=host,
-            user=user,
             port=port,
-            path=path,
-            ssh_key=ssh_key,
-            known_hosts=known_hosts,
-            registry_password=None,
-            run_id=run_id or _deploy.new_run_id(),
-            detached=False,
         )
 
     # --- CI: what .github/workflows/ci.yml calls; the decisions live in pipeline.py -------------
