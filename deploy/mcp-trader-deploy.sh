@@ -56,7 +56,9 @@ readonly DIGEST_RE='^sha256:[0-9a-f]{64}$'
 # Run ids and staging directory names.
 readonly NAME_RE='^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$'
 readonly REGISTRY_RE='^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?$'
-readonly REGISTRY_USER_RE='^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$'
+# A registry user name is any non-empty word (GHCR bots are `github-actions[bot]`): it only ever
+# travels as one argument to `docker login --username`. The module's tags.py says the same.
+readonly REGISTRY_USER_BAD_RE='[[:space:][:cntrl:]]'
 # The exit file of a run is written once at its start with this many bytes and later overwritten
 # in place, so the outcome can still be recorded when the disk is full.
 readonly EXIT_FILE_BYTES=4096
@@ -1042,7 +1044,7 @@ parse_args() {
   [[ ${signature} == verified || ${signature} == unsigned ]] ||
     die "${EXIT_USAGE}" "--signature '${signature}' is not one of: verified, unsigned"
   if [[ -n ${registry_user} ]]; then
-    [[ ${registry_user} =~ ${REGISTRY_USER_RE} ]] || die "${EXIT_USAGE}" "--registry-user '${registry_user}' is not a valid registry user name"
+    [[ ! ${registry_user} =~ ${REGISTRY_USER_BAD_RE} ]] || die "${EXIT_USAGE}" "--registry-user '${registry_user}' is not a valid registry user name (a non-empty name without spaces or control characters)"
     [[ -n ${registry} ]] || die "${EXIT_USAGE}" "--registry-user needs --registry HOST: the registry the token is for (it is sent nowhere else)"
   fi
   [[ -z ${registry} || ${registry} =~ ${REGISTRY_RE} ]] || die "${EXIT_USAGE}" "--registry '${registry}' is not a registry host[:port]"

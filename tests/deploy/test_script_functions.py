@@ -553,6 +553,7 @@ def test_image_references(ref: str, repo: str, tag: str, registry: str) -> None:
     ("argv", "message"),
     [
         (["--registry-user", "me", "deploy", "--tag", "v1"], "needs --registry HOST"),
+        (["--registry", "ghcr.io", "--registry-user", "a b", "status"], "'a b' is not a valid"),
         (["--registry", "ghcr.io/x", "status"], "is not a registry"),
         (["--signature", "trusted", "status"], "not one of: verified, unsigned"),
         (["deploy", "--tag", f"v1@sha256:{'A' * 64}"], "is not a valid image tag"),
@@ -579,6 +580,13 @@ def test_digest_pinned_tags_are_accepted() -> None:
         'echo "$req_provider $req_gateway $signature"'
     )
     assert out.stdout == f"v1@{DIGEST} g1 unsigned\n"
+
+
+def test_a_bots_registry_user_name_is_accepted() -> None:
+    # github.actor for GitHub's own bots; the module's tags.validate_registry_username agrees.
+    out = sh('parse_args --registry ghcr.io --registry-user "github-actions[bot]" status; '
+             'echo "$registry_user"')  # fmt: skip
+    assert out.stdout == "github-actions[bot]\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,8 +34,6 @@ def target(host: str = "deploy.example.com", port: int = 22) -> ssh.Target:
         (ssh.validate_tag, "sha-1a2b3c4", "sha-1a2b3c4"),
         (ssh.validate_tag, f"1.2.3@sha256:{'a' * 64}", f"1.2.3@sha256:{'a' * 64}"),
         (ssh.validate_run_id, "gh-123_4", "gh-123_4"),
-        (ssh.validate_registry, "registry.example.com:5000", "registry.example.com:5000"),
-        (ssh.validate_registry_user, "bot@example.com", "bot@example.com"),
     ],
 )
 def test_valid_values_are_returned_normalized(
@@ -60,8 +58,6 @@ def test_valid_values_are_returned_normalized(
         (ssh.validate_tag, "-x", "not starting with"),
         (ssh.validate_tag, "v1@sha256:ABC", "64 lowercase hex"),
         (ssh.validate_run_id, "-r", "1 to 64"),
-        (ssh.validate_registry, "https://ghcr.io", "host[:port]"),
-        (ssh.validate_registry_user, "a b", "letters, digits"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value_and_what_is_valid(

@@ -23,7 +23,7 @@ from typing import Final
 import dagger
 from dagger import dag
 
-from mcp_trader import ssh
+from mcp_trader import ssh, tags
 
 # Alpine 3.22.2 by digest (the multi-arch index), so the client never changes under us.
 SSH_IMAGE: Final = (
@@ -171,7 +171,7 @@ def deploy_args(
     registry_username: str,
     registry_password: dagger.Secret | None,
 ) -> list[str]:
-    ssh.validate_registry(registry)
+    tags.validate_registry(registry)
     return ssh.script_args(
         "deploy",
         tag=tag,
@@ -193,7 +193,7 @@ def rollback_args(
     registry_username: str,
     registry_password: dagger.Secret | None,
 ) -> list[str]:
-    ssh.validate_registry(registry)
+    tags.validate_registry(registry)
     return ssh.script_args(
         "rollback",
         to=to,

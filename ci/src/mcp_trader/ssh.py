@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .tags import validate_registry, validate_registry_username
+
 SCRIPT_NAME: Final = "mcp-trader-deploy.sh"
 # What a deploy ships, as (path in the repository, path under the deploy directory): the
 # server keeps the repository's layout so compose.yml's `./deploy/providers.yaml` resolves.
@@ -50,10 +52,6 @@ _PATH_RE: Final = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$")
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NONCE_RE: Final = re.compile(r"^[0-9a-f]{8,32}$")
-_REGISTRY_USER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
-_REGISTRY_RE: Final = re.compile(
-    r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?$"
-)
 SIGNATURES: Final = ("verified", "unsigned")
 
 
@@ -117,24 +115,6 @@ def validate_run_id(run_id: str) -> str:
             "starting with a letter or digit)"
         )
     return run_id
-
-
-def validate_registry(registry: str) -> str:
-    """A registry host[:port] (what an image reference starts with, e.g. ghcr.io)."""
-    if not _REGISTRY_RE.fullmatch(registry):
-        raise ValueError(
-            f"registry {registry!r} is not a registry host[:port] (e.g. ghcr.io or "
-            "registry.example.com:5000)"
-        )
-    return registry
-
-
-def validate_registry_user(name: str) -> str:
-    if not _REGISTRY_USER_RE.fullmatch(name):
-        raise ValueError(
-            f"registry username {name!r} is not valid (letters, digits, '.', '_', '@', '-')"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -249,7 +229,7 @@ def script_args(
         if registry is None:
             raise ValueError("a registry user needs the registry the token is for (registry)")
         opts += ["--registry", validate_registry(registry)]
-        opts += ["--registry-user", validate_registry_user(registry_user)]
+        opts += ["--registry-user", validate_registry_username(registry_user)]
     if signature is not None:
         if signature not in SIGNATURES:
             raise ValueError(f"signature {signature!r} is not one of {', '.join(SIGNATURES)}")
