@@ -71,11 +71,17 @@ readonly EXIT_RESTORE_FAILED=5 EXIT_UNHEALTHY=6 EXIT_ATTENTION=7 EXIT_UNRECORDED
 
 log() { printf '[mcp-trader-deploy] %s\n' "$*" >&2; }
 
-# finish CODE MESSAGE: print the outcome and exit (the worker's EXIT trap records it).
+# finish CODE MESSAGE: print the outcome and exit (the worker's EXIT trap records it). A
+# failure message ends by naming what runs now (the operator's first question), unless it was
+# a refusal of the front before anything ran (bad usage).
 finish() {
   final_code=$1
   shift
   final_msg="$*"
+  if ((final_code != 0)) && [[ -n ${env_file:-} && ${final_msg} != *"running now: "* ]] &&
+    { ((${worker:-0})) || ((final_code != EXIT_USAGE)); }; then
+    final_msg+="; running now: $(now_running)"
+  fi
   if ((final_code == 0)); then log "${final_msg}"; else log "error: ${final_msg}"; fi
   exit "${final_code}"
 }
@@ -715,6 +721,19 @@ observe() {
   done
 }
 
+# now_running: running_summary from any point of a run (Compose and .env read afresh, in a
+# subshell: nothing of the caller's state changes).
+now_running() {
+  (
+    detect_compose || {
+      printf 'unknown (%s)' "${problem}"
+      exit 0
+    }
+    env_scan "${env_file}" || true
+    running_summary
+  ) 2>/dev/null
+}
+
 # running_summary: one line naming what runs now (for every final message).
 running_summary() {
   observe
@@ -930,11 +949,11 @@ follow_run() {
         [[ ${run_code} == running ]] || continue
         size=$(stat -c %s -- "${run_log}" 2>/dev/null || echo 0)
         ((size <= off)) || tail -c +"$((off + 1))" -- "${run_log}" >&2
-        log "error: the server-side run ${run_id} (pid ${run_pid}) ended without recording an outcome (killed?); 'status' shows what runs and the next deploy or rollback reconciles it"
+        log "error: the server-side run ${run_id} (pid ${run_pid}) ended without recording an outcome (killed?); the next deploy or rollback reconciles it; running now: $(now_running)"
         return "${EXIT_ATTENTION}"
       fi
     elif ((waited++ > 150)); then
-      log "error: the server-side run ${run_id} did not start (see ${run_log})"
+      log "error: the server-side run ${run_id} did not start (see ${run_log}); running now: $(now_running)"
       return "${EXIT_ATTENTION}"
     fi
     sleep 0.2
@@ -1264,7 +1283,7 @@ worker_exit() {
   trap - EXIT
   if [[ -z ${final_code:-} ]]; then
     final_code=${EXIT_ATTENTION}
-    final_msg="the server-side run stopped unexpectedly (exit ${code}) in phase ${phase:-start}; the next deploy or rollback reconciles it; running now: $(running_summary 2>/dev/null)"
+    final_msg="the server-side run stopped unexpectedly (exit ${code}) in phase ${phase:-start}; the next deploy or rollback reconciles it; running now: $(now_running)"
     log "error: ${final_msg}"
   fi
   # Everything this run leaves is settled before its outcome is published (the front returns
@@ -1291,7 +1310,7 @@ reconcile() {
     kill -KILL -- "-${i_pid}" 2>/dev/null || true
   fi
   if [[ -n ${i_displaced} && -d ${i_displaced} && ${i_displaced} == "${state_dir}/"* ]]; then
-    if [[ ! -f ${dir}/compose.yml || ! -d ${dir}/deploy ]]; then
+    if bundle_half_switched; then
       log "its bundle switch was half done: putting the previous bundle back"
       bundle_restore "${i_displaced}" "$([[ -n ${i_from_bundle} ]] && echo 1 || echo 0)" ||
         die "${EXIT_ATTENTION}" "could not restore the bundle of interrupted run ${i_run} from ${i_displaced}; fix ${dir} by hand"
@@ -1314,6 +1333,17 @@ reconcile() {
   to_bundle=${s_to_bundle} sha=${s_sha} dig_p=${s_dig_p} dig_g=${s_dig_g} started=${s_started}
   rm -f -- "${intent_file}"
   log "recorded run ${i_run} as interrupted; this run starts from what runs now"
+}
+
+# bundle_half_switched: did the interrupted run (the i_* intent) stop with a mix of two
+# bundles installed? A file missing is one; so is any stop during the switch (the renames may
+# have put the new deploy/ beside the old compose.yml) or during the automatic rollback, which
+# was on its way back to the previous bundle. After a finished switch (phases up and pin) the
+# new bundle is the one the running containers were started from: it stays.
+bundle_half_switched() {
+  [[ -f ${dir}/compose.yml && -d ${dir}/deploy ]] || return 0
+  [[ ${i_phase} != switch ]] || return 0
+  [[ ${i_phase} == rollback && -n ${i_from_bundle} ]]
 }
 
 # prune: images and bundles this directory's history no longer needs, and old run files.
@@ -1424,8 +1454,10 @@ transaction() {
   # 3. Before anything changes: keep both bundles, prepare the switch, record the intent.
   if [[ -n ${next} ]]; then
     displaced="${state_dir}/displaced-${run_id}"
-    prepare_switch "${next}" "${had_bundle}" ||
+    if ! prepare_switch "${next}" "${had_bundle}"; then
+      done_with_intent
       die "${EXIT_UNCHANGED}" "cannot keep the bundles in ${bundles_dir} (disk full?); nothing was changed"
+    fi
   fi
   phase=pull
   intent_write pull || die "${EXIT_UNCHANGED}" "cannot record the intent in ${intent_file} (disk full?); nothing was changed"
@@ -1536,7 +1568,7 @@ done_with_intent() {
 unchanged() {
   record "$1" || log "warning: deployments.log could not record it"
   done_with_intent
-  finish "${EXIT_UNCHANGED}" "$2; nothing was changed, still running $(running_summary)"
+  finish "${EXIT_UNCHANGED}" "$2; nothing was changed; running now: $(running_summary)"
 }
 
 # The staging directory is single-use: removed when a command ends (a refused one too), unless

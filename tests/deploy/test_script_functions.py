@@ -490,6 +490,74 @@ def test_bundle_switch_and_restore_are_renames_that_round_trip(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
+    ("phase", "renames", "installed"),
+    [
+        # Killed between the renames: the new deploy/ beside the old compose.yml, neither bundle.
+        ("switch", 2, "old"),
+        ("switch", 0, "old"),
+        # Killed in the automatic rollback before it had put the previous bundle back.
+        ("rollback", 4, "old"),
+        # Killed after a finished switch: the running containers came from the new bundle.
+        ("up", 4, "new"),
+        ("pin", 4, "new"),
+    ],
+)
+def test_reconcile_never_leaves_a_mix_of_two_bundles(
+    tmp_path: Path, phase: str, renames: int, installed: str
+) -> None:
+    srv = make_bundle(tmp_path / "srv", compose="old\n", script="old\n")
+    nxt = make_bundle(srv / ".incoming" / "dead", compose="new\n", script="new\n")
+    # The interrupted run, as far as it got: its intent (no process left), and the first
+    # `renames` of bundle_switch's renames (deploy/ out, deploy/ in, compose.yml linked, in).
+    steps = [
+        'mv -T "$dir/deploy" "$displaced/deploy"',
+        f'mv -T {q(nxt / "deploy")} "$dir/deploy"',
+        'ln "$dir/compose.yml" "$displaced/compose.yml"',
+        f'mv -f -T {q(nxt / "compose.yml")} "$dir/compose.yml"',
+    ]
+    out = sh(
+        f"""set_dir {q(srv)}; mkdir -p "$state_dir"
+        run_id=dead action=deploy from_p=v1 from_g=v1 to_p=v2 to_g=v2 staged={q(nxt)}
+        from_bundle=$(bundle_id "$dir") to_bundle=$(bundle_id {q(nxt)})
+        displaced="$state_dir/displaced-dead"; mkdir -p "$displaced"
+        {"; ".join(steps[:renames]) or ":"}
+        intent_write {phase}; sed -i 's/^pid=.*/pid=/' "$intent_file"
+        echo "$from_bundle $to_bundle"
+        run_id=next action=deploy staged="" signature=unsigned started=$(now_s)
+        reconcile; bundle_id "$dir"; echo
+        [[ ! -e $intent_file && ! -e $displaced ]] && echo clean"""
+    ).stdout.split()
+    old_id, new_id, now_id, clean = out
+    assert now_id == (old_id if installed == "old" else new_id)
+    assert (srv / "compose.yml").read_text() == f"{installed}\n"
+    assert (srv / "deploy" / "mcp-trader-deploy.sh").read_text() == f"{installed}\n"
+    assert clean == "clean"
+    (entry,) = [json.loads(line) for line in (srv / "deployments.log").read_text().splitlines()]
+    assert (entry["run"], entry["result"], entry["to"]["provider"]) == ("dead", "interrupted", "v2")
+    assert not nxt.exists()
+
+
+@pytest.mark.parametrize(
+    ("worker", "code", "named"), [(1, 1, True), (1, 2, True), (0, 3, True), (0, 1, False)]
+)
+def test_a_failure_message_names_what_runs_now(
+    tmp_path: Path, worker: int, code: int, named: bool
+) -> None:
+    # No compose.yml here: nothing can run, and the message says so (Docker is not asked).
+    proc = sh(f"set_dir {q(tmp_path)}; worker={worker}; finish {code} 'it failed'", check=False)
+    assert proc.returncode == code
+    line = proc.stderr.strip().splitlines()[-1]
+    if named:
+        assert line.startswith("[mcp-trader-deploy] error: it failed; running now: "), line
+        assert line.endswith(("running now: nothing", ")")), line
+    else:
+        assert line == "[mcp-trader-deploy] error: it failed"
+    # Named once only: a message that already says what runs is left as it is.
+    proc = sh(f"set_dir {q(tmp_path)}; worker=1; finish 5 'x; running now: y'", check=False)
+    assert proc.stderr.strip().endswith("error: x; running now: y")
+
+
+@pytest.mark.parametrize(
     "staged",
     [
         pytest.param(lambda d: d, id="the-deploy-directory"),
