@@ -1348,15 +1348,22 @@ bundle_half_switched() {
 
 # prune: images and bundles this directory's history no longer needs, and old run files.
 prune() {
-  local svc tag repo ref
+  local svc tag repo ref users
   local -a plan=()
   mapfile -t plan < <(prune_plan "${keep}" "${to_p}" "${to_g}" "${from_p}" "${from_g}")
   for ref in "${plan[@]}"; do
     read -r svc tag <<<"${ref}"
     if [[ ${svc} == provider ]]; then repo=$(ref_repo "${img_p}"); else repo=$(ref_repo "${img_g}"); fi
     if [[ ${tag} == *@* ]]; then ref="${repo}@${tag#*@}"; else ref="${repo}:${tag}"; fi
-    # Without --force: Docker refuses an image any container (of any project) still uses.
-    if docker image inspect "${ref}" >/dev/null 2>&1 && docker image rm "${ref}" >/dev/null 2>&1; then
+    docker image inspect "${ref}" >/dev/null 2>&1 || continue
+    # Docker's own refusal (no --force) is not enough: an image with a second tag is untagged
+    # even while a container of another deploy directory was created from this very tag.
+    users=$(docker ps -a -q --filter "ancestor=${ref}" 2>/dev/null) || users="unknown (docker ps failed)"
+    if [[ -n ${users} ]]; then
+      log "kept ${ref}: a container on this host uses it"
+      continue
+    fi
+    if docker image rm "${ref}" >/dev/null 2>&1; then
       log "pruned ${ref} (not among the last ${keep} deployments)"
     fi
   done

@@ -26,7 +26,7 @@ import pytest
 from mcp_trader import ssh
 
 from tests.deploy import images
-from tests.deploy.conftest import WAIT_TIMEOUT, Server, wait_for
+from tests.deploy.conftest import WAIT_TIMEOUT, Server, new_server, wait_for
 from tests.deploy.helpers import (
     BAD,
     BUNDLE,
@@ -271,11 +271,31 @@ def test_sigkill_mid_up_then_status_rollback_and_deploy(server: Server) -> None:
 # The log, the disk, the lock
 
 
-def test_the_log_cannot_mislead(server: Server) -> None:
-    for tag in (V1, V2, V4):
-        result = server.run("deploy", tag=tag, keep=2)
-        assert result.returncode == 0, result.output
-    # Only this directory's own history beyond the window is pruned.
+def test_the_log_cannot_mislead(server: Server, tmp_path: Path) -> None:
+    # Another deploy directory on the same host runs v1 from the same repositories, and v1 is
+    # also there under a second tag (as when one build is published as sha-… and as a branch
+    # tag): Docker would then untag v1 although the other stack's containers were made from it.
+    other = new_server(tmp_path / "other" / "mcp-trader", server.sshd)
+    alias = "sha-1000001-alias"
+    try:
+        deploy_ok(other, V1)
+        for service in (P, G):
+            images.run(["docker", "tag", images.image_ref(service, V1),
+                        images.image_ref(service, alias)])  # fmt: skip
+        for tag in (V1, V2, V4):
+            result = server.run("deploy", tag=tag, keep=2)
+            assert result.returncode == 0, result.output
+        for service in (P, G):
+            assert local_image(service, V1), f"{service}:{V1} is the other directory's"
+        assert other.running_tags() == both(V1)
+        assert f"kept {images.image_ref(P, V1)}: a container on this host uses it" in result.output
+    finally:
+        other.compose("down", "--remove-orphans", "--timeout", "1")
+        for service in (P, G):
+            subprocess.run(["docker", "image", "rm", images.image_ref(service, alias)],
+                           capture_output=True, check=False)  # fmt: skip
+    # With the other stack gone, only this directory's own history beyond the window goes.
+    deploy_ok(server, V4, keep=2)
     for service in (P, G):
         assert not local_image(service, V1), f"{service}:{V1} should have been pruned"
         assert local_image(service, V2) and local_image(service, V4)
@@ -285,17 +305,17 @@ def test_the_log_cannot_mislead(server: Server) -> None:
     ids_before = container_ids(server)
     result = server.run("rollback")
     assert result.returncode == 1, result.output
-    assert "line 3 is not a complete record" in result.output
+    assert "line 4 is not a complete record" in result.output
     assert container_ids(server) == ids_before
     status = server.run("status")
-    assert "line 3: truncated record" in status.stdout
+    assert "line 4: truncated record" in status.stdout
     # NUL padding after it (a crash): the next record still lands on a line of its own.
     with server.log_file.open("ab") as f:
         f.write(b"\0" * 512)
     deploy_ok(server, V2, keep=2)
     lines = server.log_file.read_bytes().split(b"\n")
     assert json.loads(lines[-2])["to"]["provider"] == V2 and lines[-1] == b""
-    assert b"\0" in lines[2]
+    assert b"\0" in lines[3]
     assert "NUL bytes" in server.run("status").stdout
     # An empty log: nothing is known, so nothing is pruned.
     server.log_file.write_bytes(b"")
@@ -344,6 +364,23 @@ def test_a_full_disk_after_the_switch_has_its_own_exit_code(small_disk: Server) 
     server = small_disk
     deploy_ok(server, V1)
     env_before = server.env_file.read_bytes()
+    # Full before the run starts (the bundle already shipped): refused, nothing changed.
+    bundle_before = installed(server)
+    log_before = server.log_file.read_bytes()
+    ids_before = container_ids(server)
+    plan = server.plan(ssh.script_args("deploy", tag=V2, wait_timeout=WAIT_TIMEOUT))
+    assert server.ship(plan) is None
+    filler = fill(server.path)
+    full = subprocess.run(plan.run, capture_output=True, text=True, check=False, timeout=120)
+    assert full.returncode == 3, full.stdout + full.stderr
+    assert "nothing was changed; running now: " in full.stderr
+    assert f"{P}={V1} (healthy)" in full.stderr
+    assert server.env_file.read_bytes() == env_before
+    assert installed(server) == bundle_before
+    assert server.log_file.read_bytes() == log_before
+    assert container_ids(server) == ids_before
+    assert list((server.path / ".incoming").iterdir()) == []
+    filler.unlink()
     run_id, client = server.start("deploy", tag=V2)
     server.wait_phase("up")
     filler = fill(server.path)
