@@ -349,7 +349,10 @@ async def test_a_bad_connection_is_refused_when_server_is_called(
         ({"run_id": "../../x"}, "run id"),
         ({"wait_timeout": 0}, "wait timeout"),
         ({"keep": 0}, "keep"),
-        ({"registry": "https://ghcr.io"}, "is not a registry host"),
+        (
+            {"registry": "https://ghcr.io"},
+            "invalid registry .https://ghcr.io.: expected a registry host name",
+        ),
     ],
 )
 async def test_bad_input_fails_before_any_query(

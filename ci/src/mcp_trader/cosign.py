@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .tags import DIGEST, validate_digest
+
 #: Official images, pinned by digest (multi-platform indexes); the host tools are the same
 #: versions (.ci/setup.d/50-supply-chain.sh). Bump tag and digest together, deliberately.
 COSIGN_VERSION: Final = "2.6.5"
@@ -57,7 +59,6 @@ IN_TOTO_PAYLOAD: Final = "application/vnd.in-toto+json"
 #: GitHub Actions' OIDC issuer: what a keyless signature made in a workflow names.
 GITHUB_ISSUER: Final = "https://token.actions.githubusercontent.com"
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _REGISTRY = rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]{{1,5}})?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -93,7 +94,7 @@ class Reference:
 
     def pinned(self, digest: str) -> str:
         """`repository@digest`: the form every cosign command here takes."""
-        return f"{self.repository}@{check_digest(digest)}"
+        return f"{self.repository}@{validate_digest(digest)}"
 
 
 def parse_reference(reference: str) -> Reference:
@@ -111,13 +112,6 @@ def parse_reference(reference: str) -> Reference:
         tag=match["tag"],
         digest=match["digest"],
     )
-
-
-def check_digest(digest: str) -> str:
-    """`sha256:` and 64 lowercase hex digits."""
-    if not _DIGEST.fullmatch(digest):
-        raise ValueError(f"invalid digest {digest!r}: expected sha256:<64 lowercase hex digits>")
-    return digest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +302,7 @@ def _cosign_type(predicate_type: str) -> str:
 def parse_digest(output: str, image: str) -> str:
     """The digest `crane digest` printed for `image`."""
     digest = output.strip()
-    if not _DIGEST.fullmatch(digest):
+    if not DIGEST.fullmatch(digest):
         raise VerificationError(
             f"the registry gave no digest for {image}: crane printed {output.strip()[:200]!r}"
         )

@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .cosign import PROVENANCE_TYPE, VerificationError, check_digest
+from .cosign import PROVENANCE_TYPE, VerificationError
+from .tags import validate_digest
 
 #: What `cosign attest` (2.6) writes around the predicate; see the module docstring.
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v0.1"
@@ -145,7 +146,7 @@ def predicate(
             {
                 "name": name,
                 "uri": f"oci://{match['name']}",
-                "digest": {"sha256": check_digest(match["digest"]).removeprefix("sha256:")},
+                "digest": {"sha256": validate_digest(match["digest"]).removeprefix("sha256:")},
             }
         )
     metadata: dict[str, Any] = {"invocationId": builder.invocation}
@@ -180,7 +181,7 @@ def statement(name: str, digest: str, provenance: Mapping[str, Any]) -> dict[str
     return {
         "_type": STATEMENT_TYPE,
         "subject": [
-            {"name": name, "digest": {"sha256": check_digest(digest).removeprefix("sha256:")}}
+            {"name": name, "digest": {"sha256": validate_digest(digest).removeprefix("sha256:")}}
         ],
         "predicateType": PROVENANCE_TYPE,
         "predicate": dict(provenance),

@@ -44,6 +44,7 @@ from .errors import JobFailedError, describe, run_all
 from .labels import oci_labels
 from .services import SERVICES, NamedBuilder
 from .tags import (
+    DIGEST,
     ImageTag,
     github_source_url,
     image_repository,
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PLATFORMS: Final = (_platforms.DEFAULT,)
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z")
 # A status code standing alone, not part of a port (":5000"), a path or a digest.
 _STATUS = r"(?<![\w.:/-]){code}(?![\w.:/-])"
@@ -262,7 +262,7 @@ def digest_of(published: str, step: PushStep) -> str:
     Only the digest after the last `@` is read: the engine normalizes the name it returns.
     """
     _, at, digest = published.rpartition("@")
-    if not at or not _DIGEST.fullmatch(digest):
+    if not at or not DIGEST.fullmatch(digest):
         raise PublishError(
             f"pushing {step.address} returned {published!r}, not a reference ending in "
             "@sha256:<digest>: cannot prove which content the tag points at"

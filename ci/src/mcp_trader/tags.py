@@ -36,6 +36,8 @@ MAX_NAME_LENGTH: Final = 255
 SHORT_SHA_LENGTH: Final = 7
 
 _SHA = re.compile(r"[0-9A-Fa-f]{7,40}")
+#: A manifest digest as registries return it (and as `@` pins an image reference to it).
+DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 # Characters allowed in a tag; every run of anything else becomes one "-".
 _TAG_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 # semver.org 2.0.0 grammar with an optional leading "v" (ASCII digits only, no leading zeros).
@@ -342,3 +344,10 @@ def validate_registry(registry: str) -> str:
             f"would be read as a Docker Hub path; expected {accepted}"
         )
     return host if port is None else f"{host}:{port}"
+
+
+def validate_digest(digest: str) -> str:
+    """`sha256:` and 64 lowercase hex digits."""
+    if not DIGEST.fullmatch(digest):
+        raise ValueError(f"invalid digest {digest!r}: expected sha256:<64 lowercase hex digits>")
+    return digest
