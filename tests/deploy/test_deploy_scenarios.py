@@ -267,6 +267,28 @@ def test_sigkill_mid_up_then_status_rollback_and_deploy(server: Server) -> None:
     deploy_ok(server, V4)
 
 
+def test_sigkill_mid_rollback_then_status_and_the_next_deploy(server: Server) -> None:
+    deploy_ok(server, V1)
+    bundle_before = installed(server)
+    run_id, client = server.start("deploy", tag=BAD)
+    server.wait_phase("rollback")
+    time.sleep(0.5)
+    os.kill(server.worker_pid(), 9)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 7, out + err
+    assert "ended without recording an outcome" in err and "running now: " in err
+    status = server.run("status")
+    assert status.returncode == 7, status.output
+    assert f"interrupted: run {run_id}" in status.stdout
+    # The next deploy reconciles the killed rollback and starts from what runs.
+    deploy_ok(server, V2)
+    assert pinned(server) == (V2, V2)
+    assert installed(server) == bundle_before
+    assert [e["result"] for e in server.log() if e["run"] == run_id] == ["interrupted"]
+    assert not (server.state_dir / "intent").exists()
+    assert server.run("status").returncode == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The log, the disk, the lock
 
