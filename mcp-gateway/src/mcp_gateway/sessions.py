@@ -289,8 +289,14 @@ class GatewaySessionManager:
         group = self._task_group
         if group is None:
             raise RuntimeError("GatewaySessionManager.run() is not active")
+        # A tool call's answer is one JSON body, not an SSE stream: the gateway sends nothing
+        # tied to a request before its response (no progress, logging, sampling or
+        # elicitation), and tool-list changes go on the session's GET stream, which stays SSE.
+        # That saves the SSE framing and two of the three socket writes per call.
         transport = StreamableHTTPServerTransport(
-            mcp_session_id=session_id, idle_timeout=self._idle_timeout
+            mcp_session_id=session_id,
+            idle_timeout=self._idle_timeout,
+            is_json_response_enabled=True,
         )
         session = _Session(session_id, transport, self._notifier, adopted_version is not None)
         self._sessions[session_id] = session
