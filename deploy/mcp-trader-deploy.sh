@@ -15,7 +15,7 @@
 #
 # Usage:
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] deploy [--tag T] [--provider-tag T] [--gateway-tag T]
-#   mcp-trader-deploy.sh [GLOBAL OPTIONS] rollback (--previous | --to T)
+#   mcp-trader-deploy.sh [GLOBAL OPTIONS] rollback (--previous | --to T | --to-provider T --to-gateway T)
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] status
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] attach [--run RUN]
 # A tag T is TAG or TAG@sha256:<64 hex> (pinned as given; Compose then pulls by digest).
@@ -28,6 +28,8 @@
 #   --registry HOST       the registry the token is for; it is sent nowhere else
 #   --registry-user USER  log in to --registry first; the token is read from stdin
 #   --signature WORD      verified | unsigned (default): how the images were checked, for the log
+#   --provider-commit HEX, --gateway-commit HEX
+#                         the source commit each image's verified provenance names, for the log
 # Deploy tags also come from env DEPLOY_TAG, DEPLOY_PROVIDER_TAG, DEPLOY_GATEWAY_TAG. A service
 # without a requested tag keeps the version that runs now.
 #
@@ -55,6 +57,7 @@ readonly TAG_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$'
 readonly DIGEST_RE='^sha256:[0-9a-f]{64}$'
 # Run ids and staging directory names.
 readonly NAME_RE='^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$'
+readonly COMMIT_RE='^[0-9a-f]{7,64}$'
 readonly REGISTRY_RE='^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?$'
 # A registry user name is any non-empty word (GHCR bots are `github-actions[bot]`): it only ever
 # travels as one argument to `docker login --username`. The module's tags.py says the same.
@@ -379,13 +382,14 @@ env_pin() {
 
 _s='"([^"\\]*)"'
 _pair='\{"provider":'${_s}',"gateway":'${_s}'\}'
-readonly LOG_RE='^\{"time":'${_s}',"action":'${_s}',"user":'${_s}'(,"run":'${_s}')?,"from":(null|'${_pair}'),"to":'${_pair}',"result":'${_s}',"duration_s":([0-9]+(\.[0-9]+)?),"sha":'${_s}'(,"bundle":'${_s}')?(,"digests":(null|'${_pair}'))?(,"signature":'${_s}')?\}$'
+readonly LOG_RE='^\{"time":'${_s}',"action":'${_s}',"user":'${_s}'(,"run":'${_s}')?,"from":(null|'${_pair}'),"to":'${_pair}',"result":'${_s}',"duration_s":([0-9]+(\.[0-9]+)?),"sha":'${_s}'(,"bundle":'${_s}')?(,"digests":(null|'${_pair}'))?(,"signature":'${_s}')?(,"commits":(null|'${_pair}'))?\}$'
 unset _s _pair
 readonly LOG_ACTIONS=" deploy rollback-previous rollback-to "
 readonly LOG_RESULTS=" ok pin-failed pull-failed login-failed switch-failed unhealthy-rolled-back unhealthy-restore-failed interrupted "
 
 # log_records: every line of the log, parsed. A record prints as
-#   LINE ok ACTION RESULT FROM_P FROM_G TO_P TO_G SHA RUN BUNDLE DIGEST_P DIGEST_G SIGNATURE TIME
+#   LINE ok ACTION RESULT FROM_P FROM_G TO_P TO_G SHA RUN BUNDLE DIGEST_P DIGEST_G SIGNATURE TIME COMMIT_P COMMIT_G
+# (COMMIT_*: the verified source commits, appended last so readers that stop at TIME still work)
 # (tab-separated, '-' for an empty field); a line that is not a complete record as
 #   LINE corrupt DESCRIPTION
 # Blank lines are no record and nothing was lost: they are passed over.
@@ -400,13 +404,14 @@ log_records() {
     if [[ ${line} =~ ${LOG_RE} ]]; then
       m=("${BASH_REMATCH[@]}")
       f=("${m[2]}" "${m[11]}" "${m[7]}" "${m[8]}" "${m[9]}" "${m[10]}" "${m[14]}" "${m[5]}" "${m[16]}"
-        "${m[19]}" "${m[20]}" "${m[22]}" "${m[1]}")
+        "${m[19]}" "${m[20]}" "${m[22]}" "${m[1]}" "${m[25]}" "${m[26]}")
       ok=1
       [[ ${line} != *[[:cntrl:]]* ]] || ok=0
       [[ ${LOG_ACTIONS} == *" ${f[0]} "* && ${LOG_RESULTS} == *" ${f[1]} "* ]] || ok=0
       valid_tag "${f[4]}" && valid_tag "${f[5]}" || ok=0
       for v in "${f[2]}" "${f[3]}"; do [[ -z ${v} ]] || valid_tag "${v}" || ok=0; done
       for v in "${f[9]}" "${f[10]}"; do [[ -z ${v} || ${v} =~ ${DIGEST_RE} ]] || ok=0; done
+      for v in "${f[13]}" "${f[14]}"; do [[ -z ${v} || ${v} =~ ${COMMIT_RE} ]] || ok=0; done
     fi
     if ((ok)); then
       for v in "${!f[@]}"; do [[ -n ${f[v]} ]] || f[v]=-; done
@@ -440,12 +445,13 @@ log_append() {
 
 # record RESULT: one JSON line for this run (every value is validated: no escaping needed).
 record() {
-  local from=null digests=null
+  local from=null digests=null commits=null
   [[ -z ${from_p}${from_g} ]] || from=$(printf '{"provider":"%s","gateway":"%s"}' "${from_p}" "${from_g}")
   [[ -z ${dig_p}${dig_g} ]] || digests=$(printf '{"provider":"%s","gateway":"%s"}' "${dig_p}" "${dig_g}")
-  log_append "$(printf '{"time":"%s","action":"%s","user":"%s","run":"%s","from":%s,"to":{"provider":"%s","gateway":"%s"},"result":"%s","duration_s":%s,"sha":"%s","bundle":"%s","digests":%s,"signature":"%s"}' \
+  [[ -z ${commit_p}${commit_g} ]] || commits=$(printf '{"provider":"%s","gateway":"%s"}' "${commit_p}" "${commit_g}")
+  log_append "$(printf '{"time":"%s","action":"%s","user":"%s","run":"%s","from":%s,"to":{"provider":"%s","gateway":"%s"},"result":"%s","duration_s":%s,"sha":"%s","bundle":"%s","digests":%s,"signature":"%s","commits":%s}' \
     "$(now_iso)" "${action}" "$(id -un | tr -cd 'A-Za-z0-9._@-')" "${run_id}" "${from}" "${to_p}" "${to_g}" \
-    "$1" "$(elapsed "${started}")" "${sha}" "${to_bundle}" "${digests}" "${signature}")"
+    "$1" "$(elapsed "${started}")" "${sha}" "${to_bundle}" "${digests}" "${signature}" "${commits}")"
 }
 
 # history_scan: the deployments, as a stack (oldest first) in hist_line/hist_p/hist_g/hist_b:
@@ -974,10 +980,10 @@ parse_args() {
   orig_args=("$@")
   dir="${MCP_TRADER_DIR:-}" staged="" run_id="" worker=0
   wait_timeout="${DEPLOY_WAIT_TIMEOUT:-120}" keep="${DEPLOY_KEEP:-5}"
-  registry_user="" registry="" signature=unsigned
+  registry_user="" registry="" signature=unsigned commit_p="" commit_g=""
   while (($#)); do
     case $1 in
-      --dir | --staged | --wait-timeout | --keep | --registry-user | --registry | --signature | --run-id)
+      --dir | --staged | --wait-timeout | --keep | --registry-user | --registry | --signature | --run-id | --provider-commit | --gateway-commit)
         (($# >= 2)) || die "${EXIT_USAGE}" "$1 needs a value"
         case $1 in
           --dir) dir=$2 ;;
@@ -987,6 +993,8 @@ parse_args() {
           --registry-user) registry_user=$2 ;;
           --registry) registry=$2 ;;
           --signature) signature=$2 ;;
+          --provider-commit) commit_p=$2 ;;
+          --gateway-commit) commit_g=$2 ;;
           --run-id) run_id=$2 ;;
         esac
         shift 2
@@ -1001,7 +1009,7 @@ parse_args() {
   command=$1
   shift
   req_provider="${DEPLOY_PROVIDER_TAG:-}" req_gateway="${DEPLOY_GATEWAY_TAG:-}" req_tag="${DEPLOY_TAG:-}"
-  rollback_mode="" rollback_to="" attach_run=""
+  rollback_mode="" rollback_to="" rollback_to_p="" rollback_to_g="" attach_run=""
   case ${command} in
     deploy)
       while (($#)); do
@@ -1033,11 +1041,25 @@ parse_args() {
             rollback_mode=to rollback_to=$2
             shift 2
             ;;
-          *) die "${EXIT_USAGE}" "rollback: unknown argument '$1' (valid: --previous, --to TAG)" ;;
+          # One target per service: each pinned to its own verified digest (TAG@sha256:...).
+          --to-provider | --to-gateway)
+            (($# >= 2)) || die "${EXIT_USAGE}" "$1 needs a tag, e.g. sha-1a2b3c4"
+            rollback_mode=to
+            if [[ $1 == --to-provider ]]; then rollback_to_p=$2; else rollback_to_g=$2; fi
+            shift 2
+            ;;
+          *) die "${EXIT_USAGE}" "rollback: unknown argument '$1' (valid: --previous, --to TAG, --to-provider TAG --to-gateway TAG)" ;;
         esac
       done
       [[ -n ${rollback_mode} ]] || die "${EXIT_USAGE}" "rollback needs --previous or --to TAG"
-      [[ ${rollback_mode} != to ]] || need_tag "rollback --to" "${rollback_to}"
+      if [[ -n ${rollback_to_p}${rollback_to_g} ]]; then
+        [[ -z ${rollback_to} && -n ${rollback_to_p} && -n ${rollback_to_g} ]] ||
+          die "${EXIT_USAGE}" "rollback: --to-provider and --to-gateway go together, instead of --to"
+      else
+        rollback_to_p=${rollback_to} rollback_to_g=${rollback_to}
+      fi
+      [[ ${rollback_mode} != to ]] || need_tag "rollback --to" "${rollback_to_p}"
+      [[ ${rollback_mode} != to ]] || need_tag "rollback --to" "${rollback_to_g}"
       ;;
     status)
       (($# == 0)) || die "${EXIT_USAGE}" "status takes no arguments (got '$1')"
@@ -1062,6 +1084,8 @@ parse_args() {
   [[ -z ${run_id} || ${run_id} =~ ${NAME_RE} ]] || die "${EXIT_USAGE}" "--run-id '${run_id}' is not valid (letters, digits, '_', '.', '-'; at most 128)"
   [[ ${signature} == verified || ${signature} == unsigned ]] ||
     die "${EXIT_USAGE}" "--signature '${signature}' is not one of: verified, unsigned"
+  [[ -z ${commit_p} || ${commit_p} =~ ${COMMIT_RE} ]] || die "${EXIT_USAGE}" "--provider-commit '${commit_p}' is not a commit (7 to 64 lowercase hex digits)"
+  [[ -z ${commit_g} || ${commit_g} =~ ${COMMIT_RE} ]] || die "${EXIT_USAGE}" "--gateway-commit '${commit_g}' is not a commit (7 to 64 lowercase hex digits)"
   if [[ -n ${registry_user} ]]; then
     [[ ! ${registry_user} =~ ${REGISTRY_USER_BAD_RE} ]] || die "${EXIT_USAGE}" "--registry-user '${registry_user}' is not a valid registry user name (a non-empty name without spaces or control characters)"
     [[ -n ${registry} ]] || die "${EXIT_USAGE}" "--registry-user needs --registry HOST: the registry the token is for (it is sent nowhere else)"
@@ -1198,16 +1222,20 @@ holder_describe_now() {
 }
 
 # deployed_by SERVICE DIGEST: ", deployed by run R (line N): sha S, signature X" from the
-# newest readable record whose digest for that service is DIGEST.
+# newest readable record whose digest for that service is DIGEST, and ", verified commit C"
+# from the newest such record that verified it (a later deploy of the other service alone
+# keeps this digest running without verifying it again).
 deployed_by() {
-  local svc=$1 digest=$2 n kind act res fp fg tp tg sha run bundle dp dg sig t found=""
-  while IFS=$'\t' read -r n kind act res fp fg tp tg sha run bundle dp dg sig t; do
+  local svc=$1 digest=$2 n kind act res fp fg tp tg sha run bundle dp dg sig t cp cg found="" commit=""
+  while IFS=$'\t' read -r n kind act res fp fg tp tg sha run bundle dp dg sig t cp cg; do
     [[ ${kind} == ok && (${res} == ok || ${res} == pin-failed) ]] || continue
     if [[ ${svc} == "${PROVIDER_SERVICE}" && ${dp} == "${digest}" ]] || [[ ${svc} == "${GATEWAY_SERVICE}" && ${dg} == "${digest}" ]]; then
       found=", deployed by run ${run} (log line ${n}): sha ${sha}, signature ${sig}"
+      [[ ${svc} == "${PROVIDER_SERVICE}" ]] || cp=${cg}
+      [[ ${cp:--} == - ]] || commit=${cp}
     fi
   done < <(log_records)
-  printf '%s' "${found:-, in no log record}"
+  printf '%s%s' "${found:-, in no log record}" "${commit:+, verified commit ${commit}}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1322,15 +1350,17 @@ reconcile() {
   fi
   local s_action=${action} s_run=${run_id} s_from_p=${from_p:-} s_from_g=${from_g:-} s_to_p=${to_p:-}
   local s_to_g=${to_g:-} s_to_bundle=${to_bundle:-} s_sha=${sha:-} s_dig_p=${dig_p:-} s_dig_g=${dig_g:-}
-  local s_started=${started}
+  local s_started=${started} s_commit_p=${commit_p} s_commit_g=${commit_g}
   action=${i_action} run_id=${i_run} from_p=${i_from_provider} from_g=${i_from_gateway}
   to_p=${i_to_provider} to_g=${i_to_gateway} to_bundle=${i_to_bundle} sha="" dig_p="" dig_g=""
+  commit_p="" commit_g=""
   started=$(now_s)
   if [[ ${LOG_ACTIONS} == *" ${action} "* ]] && valid_tag "${to_p}" && valid_tag "${to_g}"; then
     record interrupted || die "${EXIT_UNCHANGED}" "cannot record interrupted run ${i_run} in ${log_file} (disk full?); nothing was changed"
   fi
   action=${s_action} run_id=${s_run} from_p=${s_from_p} from_g=${s_from_g} to_p=${s_to_p} to_g=${s_to_g}
   to_bundle=${s_to_bundle} sha=${s_sha} dig_p=${s_dig_p} dig_g=${s_dig_g} started=${s_started}
+  commit_p=${s_commit_p} commit_g=${s_commit_g}
   rm -f -- "${intent_file}"
   log "recorded run ${i_run} as interrupted; this run starts from what runs now"
 }
@@ -1420,7 +1450,7 @@ transaction() {
       [[ -z ${staged} ]] || next=${staged}
       ;;
     rollback-to)
-      to_p=${rollback_to} to_g=${rollback_to}
+      to_p=${rollback_to_p} to_g=${rollback_to_g}
       [[ -z ${staged} ]] || next=${staged}
       ;;
     rollback-previous)

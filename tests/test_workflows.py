@@ -672,7 +672,9 @@ def deploy_env(tag: str) -> dict[str, str]:
         "DEPLOY_TAG": tag,
         "DEPLOY_HOST": "deploy.example.com",
         "DEPLOY_USER": "deployer",
+        "DEPLOY_SIGNER": "^https://github.com/o/r/.github/workflows/ci.yml@refs/heads/main$",
         "GITHUB_ACTOR": "octo-bot",
+        "GITHUB_REPOSITORY": "o/r",
     }
 
 
@@ -680,6 +682,27 @@ def test_deploy_inputs_stay_literal(tmp_path: Path) -> None:
     argv = dagger_argv(call_of("deploy.yml", "deploy"), deploy_env(HOSTILE), tmp_path)
     assert argv[argv.index("--tag") + 1] == HOSTILE
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("job", ["deploy", "rollback"])
+def test_deploys_verify_the_repository_s_own_keyless_signatures(tmp_path: Path, job: str) -> None:
+    step_env = load_workflow("deploy.yml")["jobs"][job]["steps"][1]["env"]
+    signer = step_env["DEPLOY_SIGNER"].replace("${{ github.server_url }}", "https://github.com")
+    signer = signer.replace("${{ github.repository }}", "Owner/Repo")
+    env = {**deploy_env("sha-1a2b3c4"), "GITHUB_REPOSITORY": "Owner/Repo", "DEPLOY_SIGNER": signer}
+    argv = dagger_argv(call_of("deploy.yml", job), env, tmp_path)
+    assert argv[argv.index("--repository") + 1] == "Owner/Repo"
+    identity = argv[argv.index("--certificate-identity-regexp") + 1]
+    assert identity == (
+        r"^https://github.com/Owner/Repo/\.github/workflows/ci\.yml@refs/(heads/main|tags/v.+)$"
+    )
+    assert re.fullmatch(
+        identity, "https://github.com/Owner/Repo/.github/workflows/ci.yml@refs/tags/v1.2.3"
+    )
+    assert not re.match(
+        identity, "https://github.com/Owner/Repo/.github/workflows/ci.yml@refs/heads/x"
+    )
+    assert "--allow-unsigned" not in argv
 
 
 @pytest.mark.parametrize(("tag", "expected"), [("", None), ("sha-1a2b3c4", "sha-1a2b3c4")])

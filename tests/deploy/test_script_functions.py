@@ -362,6 +362,18 @@ def test_log_reader_reads_both_formats_and_reports_what_is_not_a_record(tmp_path
     assert records(b"", tmp_path) == []
 
 
+def test_log_reader_reads_the_verified_commits_and_records_without_them(tmp_path: Path) -> None:
+    commit = "1a2b3c4" + "0" * 33
+    with_commits = (
+        rec("v4", bundle="b4")[:-1] + f',"commits":{{"provider":"{commit}","gateway":""}}}}'
+    )
+    bad = rec("v5", bundle="b5")[:-1] + ',"commits":{"provider":"not hex","gateway":""}}'
+    rows = records("\n".join([rec("v3", bundle="b3"), with_commits, bad]).encode(), tmp_path)
+    assert [r[1] for r in rows] == ["ok", "ok", "corrupt"]
+    assert rows[0][15:] == ["-", "-"]  # an older record: no commits, still read
+    assert rows[1][15:] == [commit, "-"]
+
+
 def test_log_append_finishes_a_partial_last_line_first(tmp_path: Path) -> None:
     log = tmp_path / "deployments.log"
     for tail in (rec("v2")[:40].encode(), b"\0" * 64):

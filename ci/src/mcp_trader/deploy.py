@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from typing import Final
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, TypedDict
 
 import dagger
 from dagger import dag
 
-from mcp_trader import ssh, tags
+from mcp_trader import services, ssh, tags
+from mcp_trader.verify import Pin
 
 # Alpine 3.22.2 by digest (the multi-arch index), so the client never changes under us.
 SSH_IMAGE: Final = (
@@ -160,47 +163,90 @@ async def run_on_server(
     ) from lost
 
 
-def deploy_args(
-    *,
-    tag: str | None,
-    provider_tag: str | None,
-    gateway_tag: str | None,
-    wait_timeout: int,
-    keep: int,
-    registry: str,
-    registry_username: str,
-    registry_password: dagger.Secret | None,
-) -> list[str]:
-    tags.validate_registry(registry)
-    return ssh.script_args(
-        "deploy",
-        tag=tag,
-        provider_tag=provider_tag,
-        gateway_tag=gateway_tag,
-        wait_timeout=wait_timeout,
-        keep=keep,
-        registry=registry,
-        registry_user=registry_username if registry_password is not None else None,
-    )
+class Pinned(TypedDict, total=False):
+    """What a deploy or rollback tells the script about its images (ssh.script_args keywords):
+    the tags as given, or each pinned `TAG@sha256:...` with how it was checked."""
+
+    tag: str | None
+    provider_tag: str | None
+    gateway_tag: str | None
+    to: str | None
+    signature: str
+    provider_commit: str
+    gateway_commit: str
 
 
-def rollback_args(
+def requested_images(
     *,
-    to: str | None,
-    wait_timeout: int,
-    keep: int,
     registry: str,
-    registry_username: str,
-    registry_password: dagger.Secret | None,
-) -> list[str]:
-    tags.validate_registry(registry)
+    repository: str,
+    tag: str | None = None,
+    provider_tag: str | None = None,
+    gateway_tag: str | None = None,
+) -> dict[str, str]:
+    """service -> `registry/owner/repo/service:tag` for each service asked for (publish's image
+    names, tags.py), every part validated; a tag already pinned to a digest is refused, since
+    the digest is what verification establishes."""
+    asked = {
+        services.PROVIDER.name: provider_tag or tag,
+        services.GATEWAY.name: gateway_tag or tag,
+    }
+    images: dict[str, str] = {}
+    for service, value in asked.items():
+        if not value:
+            continue
+        if "@" in ssh.validate_tag(value, f"{service} tag"):
+            raise ValueError(
+                f"{service} tag {value!r} is pinned to a digest: give the tag alone; the "
+                "deploy resolves it, verifies that digest and pins it"
+            )
+        images[service] = f"{tags.image_repository(repository, service, registry)}:{value}"
+    if not images:
+        raise ValueError("deploy needs a tag (--tag, or --provider-tag / --gateway-tag)")
+    return images
+
+
+def pinned(pins: Mapping[str, Pin]) -> Pinned:
+    """The script's view of `pins_for_deploy`'s result: TAG@sha256:... per service, whether the
+    images were verified or let through by --allow-unsigned, and the verified source commits."""
+    kinds = {pin.signature for pin in pins.values()}
+    if len(kinds) != 1:
+        raise ValueError(f"the pins of one deploy must be checked one way, got {sorted(kinds)}")
+    out: Pinned = {"signature": kinds.pop()}
+    provider, gateway = pins.get(services.PROVIDER.name), pins.get(services.GATEWAY.name)
+    if provider is not None:
+        out["provider_tag"] = provider.value
+        if provider.verified is not None:
+            out["provider_commit"] = provider.verified.provenance.commit
+    if gateway is not None:
+        out["gateway_tag"] = gateway.value
+        if gateway.verified is not None:
+            out["gateway_commit"] = gateway.verified.provenance.commit
+    return out
+
+
+@dataclass(frozen=True)
+class Options:
+    """The flags deploy and rollback share besides their images."""
+
+    wait_timeout: int
+    keep: int
+    registry: str
+    registry_username: str
+    registry_password: dagger.Secret | None
+
+
+def script_args(action: str, images: Pinned, options: Options) -> list[str]:
+    """The script's arguments for a deploy or a rollback (ssh.py validates each)."""
+    tags.validate_registry(options.registry)
+    login = options.registry_password is not None
     return ssh.script_args(
-        "rollback",
-        to=to,
-        wait_timeout=wait_timeout,
-        keep=keep,
-        registry=registry,
-        registry_user=registry_username if registry_password is not None else None,
+        action,
+        **images,
+        wait_timeout=options.wait_timeout,
+        keep=options.keep,
+        registry=options.registry,
+        registry_user=options.registry_username if login else None,
     )
 
 

@@ -291,25 +291,11 @@ class McpTrader:
             str,
             Doc("Image to check: registry/path:tag or @sha256:digest (the tag is resolved)."),
         ],
-        public_key: Annotated[
-            dagger.File | None, Doc("cosign public key the images were signed with.")
-        ] = None,
-        certificate_identity: Annotated[
-            str | None,
-            Doc(
-                "Keyless: the signing workflow, e.g. https://github.com/O/R/.github/workflows/ci.yml@refs/heads/main."
-            ),
-        ] = None,
-        certificate_identity_regexp: Annotated[
-            str | None, Doc("Keyless: a regular expression the signing workflow must match.")
-        ] = None,
-        certificate_oidc_issuer: Annotated[
-            str, Doc("Keyless: the OIDC issuer (GitHub Actions' by default).")
-        ] = _cosign.GITHUB_ISSUER,
-        expected_repository: Annotated[
-            str | None,
-            Doc("Refuse unless the provenance names this source, https://github.com/O/R."),
-        ] = None,
+        public_key: _supply.PublicKey = None,
+        certificate_identity: _supply.CertificateIdentity = None,
+        certificate_identity_regexp: _supply.CertificateIdentityRegexp = None,
+        certificate_oidc_issuer: _supply.CertificateOidcIssuer = _cosign.GITHUB_ISSUER,
+        expected_repository: _supply.ExpectedRepository = None,
         registry_username: Annotated[str | None, Doc("Registry user, for private images.")] = None,
         registry_password: Annotated[
             dagger.Secret | None, Doc("Registry token, for private images.")

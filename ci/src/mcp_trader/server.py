@@ -21,7 +21,10 @@ from dagger import Doc, object_type
 
 from mcp_trader import deploy as _deploy
 from mcp_trader import ssh as _ssh
+from mcp_trader import supply as _supply
+from mcp_trader.cosign import GITHUB_ISSUER, Policy
 from mcp_trader.functions import uncached
+from mcp_trader.verify import pins_for_deploy
 
 # --- The connection: the arguments of `server` --------------------------------------------------
 Host = Annotated[str, Doc("The server's host name or IP address.")]
@@ -49,9 +52,20 @@ RegistryPassword = Annotated[
 ]
 WaitTimeout = Annotated[int, Doc("Seconds the new version has to become healthy.")]
 Keep = Annotated[int, Doc("Keep the images of this many recent deployments; prune older ones.")]
+Repository = Annotated[
+    str,
+    Doc("owner/repo the images were published for: --registry/owner/repo/<service> (publish's)."),
+]
 RunId = Annotated[
     str, Doc("Id of this run (its staging directory on the server); default: a fresh one.")
 ]
+
+
+def _auth(
+    registry: str, username: str, password: dagger.Secret | None
+) -> _supply.RegistryAuth | None:
+    """The registry login verification uses: the deploy's token, for the images' registry."""
+    return None if password is None else _supply.RegistryAuth(registry, username, password)
 
 
 @object_type
@@ -116,14 +130,35 @@ class Server:
             detached=detached,
         )
 
+    async def _pins(
+        self,
+        images: dict[str, str],
+        policy: Policy | None,
+        public_key: dagger.File | None,
+        auth: _supply.RegistryAuth | None,
+        expected_repository: str | None,
+    ) -> _deploy.Pinned:
+        """Resolve and verify every image (tools containers, before any SSH connection)."""
+        run = _supply.verifier(policy, public_key, auth)
+        return _deploy.pinned(
+            await pins_for_deploy(run, images, policy, expected_repository=expected_repository)
+        )
+
     @uncached
     async def deploy(
         self,
+        repository: Repository,
         tag: Annotated[
             str | None, Doc("Image tag to deploy for both services (e.g. sha-1a2b3c4).")
         ] = None,
         provider_tag: Annotated[str | None, Doc("binance-provider tag, overriding --tag.")] = None,
         gateway_tag: Annotated[str | None, Doc("mcp-gateway tag, overriding --tag.")] = None,
+        public_key: _supply.PublicKey = None,
+        certificate_identity: _supply.CertificateIdentity = None,
+        certificate_identity_regexp: _supply.CertificateIdentityRegexp = None,
+        certificate_oidc_issuer: _supply.CertificateOidcIssuer = GITHUB_ISSUER,
+        expected_repository: _supply.ExpectedRepository = None,
+        allow_unsigned: _supply.AllowUnsigned = False,
         registry: Registry = _deploy.DEFAULT_REGISTRY,
         registry_username: RegistryUsername = _deploy.DEFAULT_REGISTRY_USERNAME,
         registry_password: RegistryPassword = None,
@@ -131,23 +166,49 @@ class Server:
         keep: Keep = 5,
         run_id: RunId = "",
     ) -> str:
-        """Deploy a version: pull, start, wait for health, pin the tags; undo it if unhealthy.
+        """Deploy a version: verify, pull by digest, start, wait for health, pin; undo it if
+        unhealthy.
 
-        Fails (non-zero) when the server refuses (another deploy holds the lock, bad tag), the pull
-        fails (nothing changed), or the new version is unhealthy (the previous one is restored).
+        Before any SSH connection, each tag is resolved to its digest and verified (signature,
+        provenance, SBOM) under the policy given (--public-key, or --certificate-identity(-regexp)
+        and --certificate-oidc-issuer); the server then pins and pulls TAG@sha256:..., so a tag
+        moved after verification changes nothing. An unsigned or mismatching image is refused
+        before anything changes; --allow-unsigned skips the verification (recorded in the log).
+        Fails (non-zero) when the server refuses (another deploy holds the lock), the pull fails
+        (nothing changed), or the new version is unhealthy (the previous one is restored).
         """
-        args = _deploy.deploy_args(
+        images = _deploy.requested_images(
+            registry=registry,
+            repository=repository,
             tag=tag,
             provider_tag=provider_tag,
             gateway_tag=gateway_tag,
-            wait_timeout=wait_timeout,
-            keep=keep,
-            registry=registry,
-            registry_username=registry_username,
-            registry_password=registry_password,
         )
+        policy = _supply.deploy_policy(
+            allow_unsigned=allow_unsigned,
+            public_key=public_key,
+            certificate_identity=certificate_identity,
+            certificate_identity_regexp=certificate_identity_regexp,
+            certificate_oidc_issuer=certificate_oidc_issuer,
+        )
+        options = _deploy.Options(
+            wait_timeout, keep, registry, registry_username, registry_password
+        )
+        if run_id:
+            _ssh.validate_run_id(run_id)
+        # Every flag checked before the first query: the same arguments, with the tags as given.
+        _deploy.script_args(
+            "deploy",
+            {"tag": tag, "provider_tag": provider_tag, "gateway_tag": gateway_tag},
+            options,
+        )
+        auth = _auth(registry, registry_username, registry_password)
+        pins = await self._pins(images, policy, public_key, auth, expected_repository)
         return await self._run(
-            args, run_id=run_id, detached=True, registry_password=registry_password
+            _deploy.script_args("deploy", pins, options),
+            run_id=run_id,
+            detached=True,
+            registry_password=registry_password,
         )
 
     @uncached
@@ -155,8 +216,20 @@ class Server:
         self,
         to: Annotated[
             str | None,
-            Doc("Tag to return to (e.g. sha-1a2b3c4, pulled first); default: the previous one."),
+            Doc(
+                "Tag to return to (e.g. sha-1a2b3c4), verified and pinned like deploy's; "
+                "default: the previous deployment, as recorded (its digests)."
+            ),
         ] = None,
+        repository: Annotated[
+            str | None, Doc("With --to: owner/repo of the images, as for deploy.")
+        ] = None,
+        public_key: _supply.PublicKey = None,
+        certificate_identity: _supply.CertificateIdentity = None,
+        certificate_identity_regexp: _supply.CertificateIdentityRegexp = None,
+        certificate_oidc_issuer: _supply.CertificateOidcIssuer = GITHUB_ISSUER,
+        expected_repository: _supply.ExpectedRepository = None,
+        allow_unsigned: _supply.AllowUnsigned = False,
         registry: Registry = _deploy.DEFAULT_REGISTRY,
         registry_username: RegistryUsername = _deploy.DEFAULT_REGISTRY_USERNAME,
         registry_password: RegistryPassword = None,
@@ -166,18 +239,37 @@ class Server:
     ) -> str:
         """Roll back to the previous deployment (from the server's deployments.log) or to --to TAG.
 
-        Health-gated like deploy: an unhealthy target is undone and the call fails.
+        The previous deployment returns to the digests its log record pinned (verified when it
+        was deployed); --to TAG is verified first under the policy given, like deploy. Health-gated
+        like deploy: an unhealthy target is undone and the call fails.
         """
-        args = _deploy.rollback_args(
-            to=to,
-            wait_timeout=wait_timeout,
-            keep=keep,
-            registry=registry,
-            registry_username=registry_username,
-            registry_password=registry_password,
+        options = _deploy.Options(
+            wait_timeout, keep, registry, registry_username, registry_password
         )
+        if run_id:
+            _ssh.validate_run_id(run_id)
+        pins: _deploy.Pinned = {"to": to}
+        _deploy.script_args("rollback", pins, options)
+        if to is not None:
+            if repository is None:
+                raise ValueError(
+                    "rollback --to verifies the images first: give --repository owner/repo"
+                )
+            images = _deploy.requested_images(registry=registry, repository=repository, tag=to)
+            policy = _supply.deploy_policy(
+                allow_unsigned=allow_unsigned,
+                public_key=public_key,
+                certificate_identity=certificate_identity,
+                certificate_identity_regexp=certificate_identity_regexp,
+                certificate_oidc_issuer=certificate_oidc_issuer,
+            )
+            auth = _auth(registry, registry_username, registry_password)
+            pins = await self._pins(images, policy, public_key, auth, expected_repository)
         return await self._run(
-            args, run_id=run_id, detached=True, registry_password=registry_password
+            _deploy.script_args("rollback", pins, options),
+            run_id=run_id,
+            detached=True,
+            registry_password=registry_password,
         )
 
     @uncached

@@ -51,6 +51,7 @@ _PATH_RE: Final = re.compile(r"^/[A-Za-z0-9._/-]*$")
 # the server pins the value as given and Compose pulls by digest.
 _TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$")
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_COMMIT_RE: Final = re.compile(r"^[0-9a-f]{7,64}$")
 _NONCE_RE: Final = re.compile(r"^[0-9a-f]{8,32}$")
 SIGNATURES: Final = ("verified", "unsigned")
 
@@ -208,13 +209,17 @@ def script_args(
     registry: str | None = None,
     registry_user: str | None = None,
     signature: str | None = None,
+    provider_commit: str | None = None,
+    gateway_commit: str | None = None,
     run: str | None = None,
 ) -> list[str]:
     """The subcommand and its flags for the server script, validated.
 
-    deploy: --tag and/or --provider-tag/--gateway-tag; rollback: `to` or, when None, --previous;
+    deploy: --tag and/or --provider-tag/--gateway-tag; rollback: `to` (both services), or
+    provider_tag and gateway_tag (each its own pinned digest), or, when none, --previous;
     status: nothing else; attach: `run` (default: the latest run). A registry user needs the
     registry the token is for: the server sends it there only, and only if the images are there.
+    `signature` and the commits are what the module verified, for the server's log.
     """
     opts: list[str] = []
     if wait_timeout is not None:
@@ -234,6 +239,14 @@ def script_args(
         if signature not in SIGNATURES:
             raise ValueError(f"signature {signature!r} is not one of {', '.join(SIGNATURES)}")
         opts += ["--signature", signature]
+    for flag, commit in (
+        ("--provider-commit", provider_commit),
+        ("--gateway-commit", gateway_commit),
+    ):
+        if commit is not None:
+            if not _COMMIT_RE.fullmatch(commit):
+                raise ValueError(f"{flag[2:]} {commit!r} is not a commit (7 to 64 lowercase hex)")
+            opts += [flag, commit]
     if action == "deploy":
         if not (tag or provider_tag or gateway_tag):
             raise ValueError("deploy needs a tag (--tag, or --provider-tag / --gateway-tag)")
@@ -246,6 +259,17 @@ def script_args(
             args += ["--gateway-tag", validate_tag(gateway_tag, "gateway tag")]
         return [*opts, "deploy", *args]
     if action == "rollback":
+        if provider_tag or gateway_tag:
+            if to is not None or not (provider_tag and gateway_tag):
+                raise ValueError("rollback takes `to`, or provider_tag and gateway_tag together")
+            return [
+                *opts,
+                "rollback",
+                "--to-provider",
+                validate_tag(provider_tag, "rollback target"),
+                "--to-gateway",
+                validate_tag(gateway_tag, "rollback target"),
+            ]
         if to is None:
             return [*opts, "rollback", "--previous"]
         return [*opts, "rollback", "--to", validate_tag(to, "rollback target")]

@@ -17,14 +17,15 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import dagger
-from dagger import dag
+from dagger import Doc, dag
 
 from .cosign import (
     COSIGN_IMAGE,
     CRANE_IMAGE,
+    GITHUB_ISSUER,
     SYFT_IMAGE,
     KeylessPolicy,
     KeylessSigner,
@@ -147,6 +148,33 @@ def signer_for(key: dagger.Secret | None) -> Signer:
     return KeySigner(KEY_FILE) if key is not None else KeylessSigner()
 
 
+# The verification policy's flags, written once: `verify` and `server ... deploy|rollback`
+# take them (main.py, server.py).
+PublicKey = Annotated[dagger.File | None, Doc("cosign public key the images were signed with.")]
+CertificateIdentity = Annotated[
+    str | None,
+    Doc(
+        "Keyless: the signing workflow, e.g. https://github.com/O/R/.github/workflows/ci.yml@refs/heads/main."
+    ),
+]
+CertificateIdentityRegexp = Annotated[
+    str | None, Doc("Keyless: a regular expression the signing workflow must match.")
+]
+CertificateOidcIssuer = Annotated[
+    str, Doc("Keyless: the OIDC issuer (GitHub Actions' by default).")
+]
+ExpectedRepository = Annotated[
+    str | None, Doc("Refuse unless the provenance names this source, https://github.com/O/R.")
+]
+AllowUnsigned = Annotated[
+    bool,
+    Doc(
+        "Escape hatch: deploy without verifying signatures (still pinned by digest); the "
+        "server's deployments.log records it as unsigned."
+    ),
+]
+
+
 def policy_for(
     *,
     public_key: dagger.File | None,
@@ -179,10 +207,48 @@ def policy_for(
     return KeylessPolicy(certificate_identity_regexp, certificate_oidc_issuer, identity_regexp=True)
 
 
+def deploy_policy(
+    *,
+    allow_unsigned: bool,
+    public_key: dagger.File | None,
+    certificate_identity: str | None,
+    certificate_identity_regexp: str | None,
+    certificate_oidc_issuer: str = GITHUB_ISSUER,
+) -> Policy | None:
+    """The policy a deploy verifies its images under; None for `--allow-unsigned`.
+
+    There is no default trust anchor: the repository's own keyless identity cannot be known
+    reliably from here, and a deploy that silently skipped verification would defeat it.
+    """
+    anchors = (public_key, certificate_identity, certificate_identity_regexp)
+    if allow_unsigned:
+        if any(a is not None for a in anchors):
+            raise ValueError(
+                "--allow-unsigned deploys without verifying: give it alone, or drop it and keep "
+                "--public-key / --certificate-identity(-regexp)"
+            )
+        return None
+    if all(a is None for a in anchors):
+        raise ValueError(
+            "deploy verifies every image before connecting to the server and needs to know whom "
+            "to trust: give --public-key cosign.pub (key-signed images), or "
+            "--certificate-identity(-regexp) with --certificate-oidc-issuer (keyless, e.g. "
+            "https://github.com/OWNER/REPO/.github/workflows/ci.yml@refs/heads/main and "
+            f"{GITHUB_ISSUER}), or --allow-unsigned to deploy unverified images (recorded)"
+        )
+    return policy_for(
+        public_key=public_key,
+        certificate_identity=certificate_identity,
+        certificate_identity_regexp=certificate_identity_regexp,
+        certificate_oidc_issuer=certificate_oidc_issuer,
+    )
+
+
 def verifier(
-    policy: Policy, public_key: dagger.File | None, auth: RegistryAuth | None = None
+    policy: Policy | None, public_key: dagger.File | None, auth: RegistryAuth | None = None
 ) -> Runner:
-    """The runner verification uses: the tools plus the public key (key policies)."""
+    """The runner verification uses: the tools plus the public key (key policies); with no
+    policy (`--allow-unsigned`), the tools alone, to resolve digests."""
     ctr = tools()
     if isinstance(policy, KeyPolicy):
         assert public_key is not None
