@@ -448,7 +448,7 @@ record() {
   local from=null digests=null commits=null
   [[ -z ${from_p}${from_g} ]] || from=$(printf '{"provider":"%s","gateway":"%s"}' "${from_p}" "${from_g}")
   [[ -z ${dig_p}${dig_g} ]] || digests=$(printf '{"provider":"%s","gateway":"%s"}' "${dig_p}" "${dig_g}")
-  [[ -z ${commit_p}${commit_g} ]] || commits=$(printf '{"provider":"%s","gateway":"%s"}' "${commit_p}" "${commit_g}")
+  [[ -z ${commit_p:-}${commit_g:-} ]] || commits=$(printf '{"provider":"%s","gateway":"%s"}' "${commit_p:-}" "${commit_g:-}")
   log_append "$(printf '{"time":"%s","action":"%s","user":"%s","run":"%s","from":%s,"to":{"provider":"%s","gateway":"%s"},"result":"%s","duration_s":%s,"sha":"%s","bundle":"%s","digests":%s,"signature":"%s","commits":%s}' \
     "$(now_iso)" "${action}" "$(id -un | tr -cd 'A-Za-z0-9._@-')" "${run_id}" "${from}" "${to_p}" "${to_g}" \
     "$1" "$(elapsed "${started}")" "${sha}" "${to_bundle}" "${digests}" "${signature}" "${commits}")"
@@ -1350,7 +1350,7 @@ reconcile() {
   fi
   local s_action=${action} s_run=${run_id} s_from_p=${from_p:-} s_from_g=${from_g:-} s_to_p=${to_p:-}
   local s_to_g=${to_g:-} s_to_bundle=${to_bundle:-} s_sha=${sha:-} s_dig_p=${dig_p:-} s_dig_g=${dig_g:-}
-  local s_started=${started} s_commit_p=${commit_p} s_commit_g=${commit_g}
+  local s_started=${started} s_commit_p=${commit_p:-} s_commit_g=${commit_g:-}
   action=${i_action} run_id=${i_run} from_p=${i_from_provider} from_g=${i_from_gateway}
   to_p=${i_to_provider} to_g=${i_to_gateway} to_bundle=${i_to_bundle} sha="" dig_p="" dig_g=""
   commit_p="" commit_g=""
