@@ -66,6 +66,13 @@ readonly REGISTRY_USER_BAD_RE='[[:space:][:cntrl:]]'
 # in place, so the outcome can still be recorded when the disk is full.
 readonly EXIT_FILE_BYTES=4096
 
+# The no-gap rollout of one service (functions only), shipped next to this script.
+# shellcheck source=deploy/rollout.sh
+source -- "$(dirname -- "${BASH_SOURCE[0]}")/rollout.sh" || {
+  printf '[mcp-trader-deploy] error: %s/rollout.sh is missing (ship the whole deploy/ directory)\n' "$(dirname -- "${BASH_SOURCE[0]}")" >&2
+  exit 1
+}
+
 readonly EXIT_OK=0 EXIT_USAGE=1 EXIT_LOCKED=2 EXIT_UNCHANGED=3 EXIT_ROLLED_BACK=4
 readonly EXIT_RESTORE_FAILED=5 EXIT_UNHEALTHY=6 EXIT_ATTENTION=7 EXIT_UNRECORDED=8
 
@@ -771,51 +778,23 @@ revision_of() {
   { docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$1" 2>/dev/null || true; } | tr -cd 'A-Za-z0-9'
 }
 
-# Container health of one service: healthy, unhealthy, starting, none (no healthcheck), missing.
-service_health() {
-  local id
-  id=$(compose_with "$1" "$2" ps -q "$3" 2>/dev/null | head -n 1)
-  [[ -n ${id} ]] || {
-    echo missing
-    return
-  }
-  docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "${id}" 2>/dev/null || echo missing
-}
-
 # bring_up PROVIDER_TAG GATEWAY_TAG: start the stack of the installed bundle on those (already
 # pulled) images and wait until every service is healthy. The one place that starts a version:
-# the deploy, the automatic rollback and rollback all come through here. `--pull missing`
-# downloads nothing in the normal case; it only refetches an image removed since the pull (a
-# concurrent `docker image prune`). The provider goes first with --no-deps, so the gateway
-# keeps serving while the provider is replaced; then the gateway.
+# the deploy, the automatic rollback and rollback all come through here. Each service is rolled
+# out with no gap (deploy/rollout.sh): the new container starts next to the old one, and the old
+# one is drained and removed only once the new one is healthy (and, for the gateway, in the
+# proxy's rotation). A new container that never becomes healthy is removed again: the old one
+# kept serving throughout. Compose pulls nothing here: the images were pulled before.
 bring_up() {
-  local p=$1 g=$2 svc deadline state
-  if ((compose_v == 2)); then
-    if [[ ${DEPLOY_ORDER:-rolling} == together ]]; then
-      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --remove-orphans
-      return
-    fi
-    compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --no-deps "${PROVIDER_SERVICE}" &&
-      compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --remove-orphans "${GATEWAY_SERVICE}"
+  local p=$1 g=$2
+  if [[ ${DEPLOY_ORDER:-rolling} == together ]]; then
+    # What a plain `docker compose up -d --wait` does (for the benchmark's side by side):
+    # every changed container is stopped, then its replacement started.
+    ((compose_v == 2)) || { log "DEPLOY_ORDER=together needs Compose v2"; return 1; }
+    compose_with "${p}" "${g}" up -d --wait --wait-timeout "${wait_timeout}" --pull missing --remove-orphans
     return
   fi
-  # Compose v1 has no --wait: start, then poll Docker's health status of each container.
-  compose_with "${p}" "${g}" up -d --no-deps "${PROVIDER_SERVICE}" || return 1
-  for svc in "${PROVIDER_SERVICE}" "${GATEWAY_SERVICE}"; do
-    if [[ ${svc} == "${GATEWAY_SERVICE}" ]]; then
-      compose_with "${p}" "${g}" up -d --no-deps --remove-orphans "${GATEWAY_SERVICE}" || return 1
-    fi
-    deadline=$((SECONDS + wait_timeout))
-    while :; do
-      state=$(service_health "${p}" "${g}" "${svc}")
-      [[ ${state} == healthy ]] && break
-      if [[ ${state} == unhealthy || ${state} == exited || ${state} == dead ]] || ((SECONDS >= deadline)); then
-        log "${svc} is ${state} (waited up to ${wait_timeout}s)"
-        return 1
-      fi
-      sleep 1
-    done
-  done
+  rollout_stack "${p}" "${g}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1507,8 +1486,13 @@ transaction() {
       unchanged login-failed "registry login to ${registry} failed"
     fi
   fi
+  local -a pull_services=("${PROVIDER_SERVICE}" "${GATEWAY_SERVICE}")
+  local services
+  # The proxy too, when the bundle has one: nothing may be fetched once the switch has begun.
+  services=$(compose_at "${target_file}" "${to_p}" "${to_g}" config --services 2>/dev/null) || services=""
+  [[ $'\n'${services}$'\n' != *$'\n'"${ROLLOUT_PROXY}"$'\n'* ]] || pull_services+=("${ROLLOUT_PROXY}")
   log "pulling ${new_p_img} and ${new_g_img}"
-  if ! compose_at "${target_file}" "${to_p}" "${to_g}" pull "${PROVIDER_SERVICE}" "${GATEWAY_SERVICE}"; then
+  if ! compose_at "${target_file}" "${to_p}" "${to_g}" pull "${pull_services[@]}"; then
     unchanged pull-failed "pull failed (tag missing, registry down or no access)"
   fi
   dig_p=$(image_digest "${new_p_img}") || dig_p=""

@@ -30,7 +30,8 @@
 readonly ROLLOUT_PROXY=proxy
 # The proxy's names for things, as deploy/proxy/haproxy.cfg declares them.
 readonly ROLLOUT_PROXY_BACKEND=gateway
-readonly ROLLOUT_PROXY_SOCKET=/var/lib/haproxy/admin.sock
+# The runtime API's address inside the proxy container (its `stats socket`).
+readonly ROLLOUT_PROXY_API_PORT=8406
 # How long a gateway taken out of rotation may finish its requests before SIGTERM. Short: after
 # SIGTERM the gateway itself finishes what is in flight (GATEWAY_SHUTDOWN_GRACE_SECONDS) and
 # closes its open GET streams, which would otherwise keep this wait busy for nothing.
@@ -115,9 +116,12 @@ proxy_id() {
   done
 }
 
-# proxy_api PROXY_ID COMMAND: one runtime API command, its answer on stdout.
+# proxy_api PROXY_ID COMMAND: one runtime API command, its answer on stdout. HAProxy answers one
+# command and closes the connection; bash inside the container does the TCP (no socat there).
 proxy_api() {
-  printf '%s\n' "$2" | docker exec -i "$1" socat -t 5 stdio "UNIX-CONNECT:${ROLLOUT_PROXY_SOCKET}"
+  # shellcheck disable=SC2016 # expanded by the bash in the container
+  timeout 10 docker exec "$1" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "%s\n" "$2" >&3 && cat <&3' \
+    proxy-api "${ROLLOUT_PROXY_API_PORT}" "$2"
 }
 
 # proxy_servers PROXY_ID: "slot address operational_state admin_state" per gateway slot
@@ -278,13 +282,22 @@ rollout_stack() {
   if ! rollout_has_proxy "${p}" "${g}"; then
     # The gateway publishes its own port then: two containers cannot share it.
     log "compose.yml has no ${ROLLOUT_PROXY} service: replacing ${GATEWAY_SERVICE} in place (its restart is a gap in service)"
-    compose_with "${p}" "${g}" up -d "${GATEWAY_SERVICE}" >&2 || return 1
+    # --remove-orphans: a proxy left from a bundle that had one would hold the port.
+    compose_with "${p}" "${g}" up -d --remove-orphans "${GATEWAY_SERVICE}" >&2 || return 1
     for proxy in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
       rollout_wait_healthy "${proxy}" "${deadline}" || return 1
     done
     return 0
   fi
-  compose_with "${p}" "${g}" up -d --no-deps "${ROLLOUT_PROXY}" >&2 || return 1
+  # A gateway of a bundle without the proxy publishes the port itself: the proxy cannot bind it
+  # while that one runs. Moving to the proxy costs that one restart's gap, once.
+  for proxy in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
+    if [[ -n $(docker inspect -f '{{range $k, $v := .HostConfig.PortBindings}}{{$k}}{{end}}' "${proxy}" 2>/dev/null) ]]; then
+      log "${GATEWAY_SERVICE} ${proxy:0:12} publishes its port itself (a bundle without the proxy): stopping it so the proxy can take the port"
+      rollout_retire "${proxy}"
+    fi
+  done
+  compose_with "${p}" "${g}" up -d --no-deps --remove-orphans "${ROLLOUT_PROXY}" >&2 || return 1
   rollout_service "${p}" "${g}" "${GATEWAY_SERVICE}" || return 1
   proxy=$(proxy_id "${p}" "${g}")
   [[ -n ${proxy} ]] || { log "the ${ROLLOUT_PROXY} container is not running"; return 1; }

@@ -40,6 +40,8 @@ SSHD = "/usr/sbin/sshd"
 TEST_ENV_LINES = [
     "# mcp-trader test server settings",
     f"IMAGE_PREFIX={images.PREFIX}",
+    # The official HAProxy image cannot be pulled here: Debian's package of the same LTS branch.
+    f"PROXY_IMAGE={images.PROXY_IMAGE}",
     "HEALTHCHECK_INTERVAL=1s",
     "HEALTHCHECK_TIMEOUT=10s",
     "HEALTHCHECK_RETRIES=3",

@@ -38,7 +38,7 @@ PREFIX = f"{REGISTRY}/{NAMESPACE}"
 BASE_IMAGE = "mcp-trader-test/bookworm-python3:1"
 # Built once per machine from BASE_IMAGE (apt-get inside the build: containers reach Debian's
 # mirror); pushed under PREFIX as PROXY_IMAGE for every session.
-PROXY_BASE_IMAGE = "mcp-trader-test/haproxy:1"
+PROXY_BASE_IMAGE = "mcp-trader-test/haproxy:2"
 PROXY_IMAGE = f"{PREFIX}/haproxy:2.6-bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_PYTHON = "/usr/bin/python3"
