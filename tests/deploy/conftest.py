@@ -415,11 +415,13 @@ class Server:
         return out
 
     def running_tags(self) -> dict[str, str]:
-        """service -> image tag of the running containers (all must be healthy)."""
+        """service -> image tag of the two deployed services (every container must be healthy;
+        the proxy's image is not deployed by tag, so it is checked for health only)."""
         tags = {}
         for service, c in self.containers().items():
             assert c["health"] == "healthy", f"{service} is {c['health']}: {c}"
-            tags[service] = c["image"].rsplit(":", 1)[1]
+            if service != "proxy":
+                tags[service] = c["image"].rsplit(":", 1)[1]
         return tags
 
     def gateway_health(self) -> int:
