@@ -17,9 +17,10 @@ Configurations (environment of the server script and the stack's .env):
 - baseline: one `docker compose up -d --wait` for the whole stack (DEPLOY_ORDER=together) and a
             Docker-typical 10 s healthcheck interval;
 - interval: the same single `up`, with the stack's shipped 2 s interval;
-- tuned:    what ships: the provider replaced first with --no-deps while the gateway keeps
-            serving, then the gateway alone (DEPLOY_ORDER=rolling), 2 s interval, images pulled
-            before anything stops.
+- tuned:    what ships: every service rolled out with no gap behind the proxy (deploy/rollout.sh:
+            the new container next to the old one, the old one drained once the new one is
+            healthy and in the proxy's rotation; DEPLOY_ORDER=rolling), 2 s interval, images
+            pulled before anything changes.
 Prints a Markdown table (the one in docs/deploy.md).
 """
 
@@ -40,6 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from mcp_trader import ssh  # noqa: E402
 
 from tests.deploy import images  # noqa: E402  (the repo root must be importable first)
 
@@ -134,11 +137,13 @@ def bench(name: str, rounds: int) -> list[Sample]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=f"mcp-trader-bench-{name}-") as tmp:
         d = Path(tmp)
-        (d / "deploy").mkdir()
-        for f in ("compose.yml", "deploy/providers.yaml", "deploy/mcp-trader-deploy.sh"):
-            shutil.copy2(REPO / f, d / f)
+        for src, dest in ssh.BUNDLE_FILES:
+            (d / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / src, d / dest)
         env_lines = [
             f"IMAGE_PREFIX={images.PREFIX}",
+            # The official HAProxy image cannot be pulled here: the tests' build of the same LTS.
+            f"PROXY_IMAGE={images.PROXY_IMAGE}",
             f"COMPOSE_PROJECT_NAME=mcp-trader-bench-{name}",
             f"GATEWAY_PUBLISH=127.0.0.1:{port}",
             f"HEALTHCHECK_INTERVAL={knobs['HEALTHCHECK_INTERVAL']}",
