@@ -17,6 +17,7 @@ from mcp_trader import deploy
 from mcp_trader.cosign import KeyPolicy, VerificationError
 from mcp_trader.verify import pins_for_deploy
 
+from tests.deploy import images as deploy_images
 from tests.deploy.conftest import Server, Sshd, docker_ready, new_server, sshd  # noqa: F401
 from tests.deploy.helpers import pinned
 from tests.supply import tools
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def verified_server(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[Server]:  # noqa: F811
     """A deploy directory whose IMAGE_PREFIX is where the signed test images are."""
+    # The stack's proxy image comes from the deploy tests' build (pushed once per machine).
+    deploy_images.push_proxy_image(deploy_images.ensure_base_image())
     srv = new_server(tmp_path_factory.mktemp("verified") / "mcp-trader", sshd)
     env = srv.env_file.read_text()
     srv.env_file.write_text(env.replace("IMAGE_PREFIX=", f"IMAGE_PREFIX={tools.PREFIX}\n#was=", 1))
