@@ -41,6 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "ci" / "src"))  # mcp_trader.ssh: the bundle's file list
 
 from mcp_trader import ssh  # noqa: E402
 
