@@ -227,10 +227,18 @@ def pin(env: Path, p: str = "v2", g: str = "g2", *, user: str | None = None) -> 
     )
     if user is None:
         return sh(code).stdout
-    proc = subprocess.run(
-        ["runuser", "-u", user, "--", "bash", "-c", f"source {q(SCRIPT)}; {code}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    # The checkout may be private to root (a clone under a 0700 temp dir): `user` sources a copy
+    # of deploy/ (the script loads rollout.sh from beside itself).
+    readable = Path(tempfile.mkdtemp(prefix="mcp-trader-script-"))
+    try:
+        readable.chmod(0o755)
+        script = shutil.copytree(SCRIPT.parent, readable / "deploy") / SCRIPT.name
+        proc = subprocess.run(
+            ["runuser", "-u", user, "--", "bash", "-c", f"source {q(script)}; {code}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(readable)
     return proc.stdout + proc.stderr
 
 
