@@ -189,3 +189,62 @@ def test_the_command_refuses_to_start_with_a_bad_file(tmp_path: Path) -> None:
         f"mcp-gateway: error: providers file {path}: entry 1 ('binance'), field 'address': "
         "'binance:abc' has port 'abc'"
     ) in done.stderr
+
+
+SECRET = "0123456789abcdef" * 4
+
+
+def test_the_session_secret_can_come_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "session_secret"
+    path.write_text(f"  {SECRET}\n\n", encoding="utf-8")  # what `echo` and editors leave
+    for env in (
+        {"MCP_SESSION_SECRET_FILE": str(path)},
+        # compose passes ${MCP_SESSION_SECRET:-}: empty is unset, in either direction
+        {"MCP_SESSION_SECRET_FILE": str(path), "MCP_SESSION_SECRET": ""},
+    ):
+        settings = load_settings(env)
+        assert settings.session_secret == SECRET.encode() and settings.session_secret_shared
+    settings = load_settings({"MCP_SESSION_SECRET": SECRET, "MCP_SESSION_SECRET_FILE": ""})
+    assert settings.session_secret == SECRET.encode() and settings.session_secret_shared
+    unset = load_settings({"MCP_SESSION_SECRET": "", "MCP_SESSION_SECRET_FILE": ""})
+    assert not unset.session_secret_shared
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("", "must be at least 32 characters"),
+        ("short\n", "must be at least 32 characters"),
+        (f"{SECRET[:20]} {SECRET[20:]}\n", "without whitespace"),
+        (b"\xff" + SECRET.encode(), "cannot be read: not UTF-8 text"),
+        ("directory", "cannot be read: Is a directory"),
+        ("under a file", "cannot be read: Not a directory"),  # root reads any mode: no chmod 0
+    ],
+)
+def test_a_bad_session_secret_file_is_refused_naming_the_path(
+    tmp_path: Path, content: str | bytes | None, expected: str
+) -> None:
+    path = tmp_path / "session_secret"
+    if content == "directory":
+        path.mkdir()
+    elif content == "under a file":
+        path.write_text(SECRET, encoding="utf-8")
+        path = path / "secret"
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(expected)) as caught:
+        load_settings({"MCP_SESSION_SECRET_FILE": str(path)})
+    message = str(caught.value)
+    assert f"MCP_SESSION_SECRET_FILE={str(path)!r}" in message
+    assert SECRET[:20] not in message and SECRET[20:] not in message
+
+
+def test_the_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "session_secret"
+    path.write_text(SECRET, encoding="utf-8")
+    with pytest.raises(ConfigError, match="are both set: set one of them") as caught:
+        load_settings({"MCP_SESSION_SECRET": "x" * 40, "MCP_SESSION_SECRET_FILE": str(path)})
+    assert "x" * 40 not in str(caught.value) and SECRET not in str(caught.value)

@@ -249,15 +249,41 @@ def _allow_list(env: dict[str, str], name: str, default: str, origins: bool) -> 
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def _session_secret(value: str | None) -> bytes | None:
-    if not value:
-        return None
+def _check_session_secret(value: str, source: str) -> bytes:
     if any(c.isspace() for c in value) or len(value) < MIN_SESSION_SECRET_LENGTH:
         raise ConfigError(
-            f"MCP_SESSION_SECRET must be at least {MIN_SESSION_SECRET_LENGTH} characters without "
+            f"{source} must be at least {MIN_SESSION_SECRET_LENGTH} characters without "
             "whitespace (e.g. the output of `openssl rand -hex 32`); it is not echoed here"
         )
     return value.encode()
+
+
+def _session_secret(env: dict[str, str]) -> bytes | None:
+    """MCP_SESSION_SECRET, or the content of MCP_SESSION_SECRET_FILE; None when neither is set.
+
+    Empty values count as unset (compose passes ``${MCP_SESSION_SECRET:-}``). The file's trailing
+    newline and surrounding whitespace are dropped, as ``echo … > file`` and editors add them.
+    """
+    value = env.get("MCP_SESSION_SECRET") or ""
+    path = env.get("MCP_SESSION_SECRET_FILE") or ""
+    if value and path:
+        raise ConfigError(
+            "MCP_SESSION_SECRET and MCP_SESSION_SECRET_FILE are both set: set one of them "
+            f"(MCP_SESSION_SECRET_FILE={path!r})"
+        )
+    if value:
+        return _check_session_secret(value, "MCP_SESSION_SECRET")
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"MCP_SESSION_SECRET_FILE={path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        # The OS error names the path and the reason, never the file's content.
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"MCP_SESSION_SECRET_FILE={path!r} cannot be read: {reason}") from None
+    return _check_session_secret(text.strip(), f"the secret in MCP_SESSION_SECRET_FILE={path!r}")
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -279,7 +305,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             f"MCP_SESSION_MODE={mode!r} is not a session mode: use 'stateful' (session ids any "
             "replica with the same MCP_SESSION_SECRET accepts) or 'stateless'"
         )
-    secret = _session_secret(env.get("MCP_SESSION_SECRET"))
+    secret = _session_secret(env)
     max_sessions = _number(
         env, "MCP_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, 1, 1_000_000, unit="number of sessions"
     )
