@@ -103,6 +103,8 @@ class FakeBinance:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     # Seconds each answer waits (a slow upstream).
     delay_seconds: float = 0.0
+    # Seconds the answers for one path wait (e.g. a slow order book), on top of delay_seconds.
+    path_delay_seconds: dict[str, float] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -138,8 +140,9 @@ class FakeBinance:
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 fake.requests.append((url.path, query))
-                if fake.delay_seconds:
-                    time.sleep(fake.delay_seconds)
+                delay = fake.delay_seconds + fake.path_delay_seconds.get(url.path, 0.0)
+                if delay:
+                    time.sleep(delay)
                 status, body = fake.answer(url.path, query)
                 self._send(status, body)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -382,3 +383,28 @@ def write_providers(path: Path, entries: list[dict[str, Any]]) -> Path:
     """Write a providers file (as YAML's JSON subset) and return its path."""
     path.write_text(json.dumps({"providers": entries}), encoding="utf-8")
     return path
+
+
+def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
+    """Wait until the provider process at ``address`` answers SERVING on grpc.health.v1."""
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"binance-provider exited with {proc.returncode}: {proc.communicate()[1]}"
+                )
+            try:
+                response = check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"binance-provider not SERVING on {address} after {seconds} s")
+            time.sleep(0.1)

@@ -12,26 +12,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import mcp_types as types
 import pytest
-from grpc_health.v1 import health_pb2
 from jsonschema import Draft202012Validator
 
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.fake_binance import LAST_PRICE, SYMBOL, FakeBinance
-from tests.support import free_port, mcp_session, wait_until
+from tests.support import free_port, mcp_session, wait_serving, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-MANIFEST = REPO / "providers" / "binance-rs" / "Cargo.toml"
-BINARY = REPO / "providers" / "binance-rs" / "target" / "debug" / "binance-provider"
 BINANCE_TOOLS = {
     "binance.get_ticker",
     "binance.get_order_book",
@@ -39,68 +33,6 @@ BINANCE_TOOLS = {
     "binance.get_recent_trades",
     "binance.market_report",
 }
-
-
-@pytest.fixture(scope="session")
-def provider_binary() -> Path:
-    """The provider binary: ``$BINANCE_PROVIDER_BIN`` when set, else built with cargo.
-
-    cargo is incremental (``make test`` has built it in test-provider already). Any failure
-    fails the tests: they never skip.
-    """
-    prebuilt = os.environ.get("BINANCE_PROVIDER_BIN")
-    if prebuilt:
-        path = Path(prebuilt)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            pytest.fail(f"BINANCE_PROVIDER_BIN={prebuilt!r} is not an executable file")
-        return path
-    try:
-        done = subprocess.run(
-            ["cargo", "build", "--locked", "--manifest-path", str(MANIFEST)],
-            capture_output=True,
-            text=True,
-            timeout=1500,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"cannot build binance-provider with cargo: {exc}")
-    if done.returncode != 0:
-        pytest.fail(f"cargo build of {MANIFEST} failed:\n{done.stderr[-4000:]}")
-    if not BINARY.is_file():
-        pytest.fail(f"cargo build succeeded but {BINARY} does not exist")
-    return BINARY
-
-
-@pytest.fixture
-def fake_binance() -> Iterator[FakeBinance]:
-    fake = FakeBinance()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-def _wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    with grpc.insecure_channel(address) as channel:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"binance-provider exited with {proc.returncode}: {proc.communicate()[1]}"
-                )
-            try:
-                response = check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"binance-provider not SERVING on {address} after {seconds} s")
-            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -121,7 +53,7 @@ def binance_provider(provider_binary: Path, fake_binance: FakeBinance) -> Iterat
         text=True,
     )
     try:
-        _wait_serving(address, proc)
+        wait_serving(address, proc)
         yield address
     finally:
         proc.send_signal(signal.SIGTERM)
