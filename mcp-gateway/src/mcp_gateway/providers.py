@@ -8,6 +8,15 @@ health turns SERVING or the channel connects anew (a restarted or replaced provi
 hints that the tool set moved, every 30 s, and after a failure with exponential backoff.
 Listeners hear about every change of the tool set.
 
+A provider's address may name several processes (during a deploy, Docker's DNS answers the old and
+the new container for one service name). The channel balances over every address the name
+resolves to and checks each one's health itself (``round_robin`` with ``healthCheckConfig``: a
+``grpc.health.v1`` Watch per connection), so calls and health checks only go to processes that
+say SERVING. gRPC does not resolve the name again when a process turns NOT_SERVING, though (only
+when a connection fails), so when every address the channel knows stops serving, the client
+renews its channel: the new one resolves the name afresh and finds the new process, while calls
+in flight on the old channel finish there (see ``ProviderClient._renew_channel``).
+
 Every failure a provider can cause (down, slow, broken answer, tool error) becomes a
 :class:`ProviderCallError` whose message names the provider and says why, bounded in length.
 Nothing here waits longer than the provider's timeout.
@@ -54,6 +63,24 @@ DISCOVERY_BACKOFF_MAX_SECONDS: Final = 30.0
 DEADLINE_MARGIN_SECONDS: Final = 0.25
 # Between two retries of a read-only call that met UNAVAILABLE on a connected channel.
 RETRY_PAUSE_SECONDS: Final = 0.05
+# After a channel renewal, calls wait this long at most for the new channel to connect before
+# being sent anyway (the new process is normally found within milliseconds).
+RENEW_WAIT_SECONDS: Final = 2.0
+# How often the connection loop looks at the channel when it has not changed state (it also
+# reacts at once to every state change).
+CONNECTION_POLL_SECONDS: Final = 0.25
+# The message gRPC gives a call it could not send because every address reported NOT_SERVING
+# on its health watch (c-core's health_check_client.cc).
+_UNHEALTHY_DETAIL: Final = "backend unhealthy"
+# Balance over every address the name resolves to, and keep a health watch on each connection
+# so that a process reporting NOT_SERVING gets no new calls (gRFC A17). Service "" is the
+# whole server, as the gateway's own health loop asks.
+_SERVICE_CONFIG: Final = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+    }
+)
 _CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
     # gRPC backs off reconnecting up to 120 s by default; a restarted provider must be usable
     # within a second or so.
@@ -65,6 +92,7 @@ _CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.dns_min_time_between_resolutions_ms", 1000),
     ("grpc.keepalive_time_ms", 30000),
     ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.service_config", _SERVICE_CONFIG),
 ]
 
 T = TypeVar("T")
@@ -232,6 +260,13 @@ class ProviderClient:
         self._wake = asyncio.Event()
         self.first_attempt = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
+        # Whether the current channel has been READY (a renewal is only for a channel that was).
+        self._channel_was_ready = False
+        # When the current channel replaced one whose addresses all stopped serving.
+        self._renewed_at: float | None = None
+        self.renewals = 0
+        # Old channels closing: calls in flight on them finish first.
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def where(self) -> str:
@@ -245,10 +280,71 @@ class ProviderClient:
         return self._channel
 
     async def close(self) -> None:
-        """Close the channel (in-flight calls are cancelled)."""
+        """Close the channels (in-flight calls are cancelled)."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close(grace=None)
             self._channel = None
+
+    def _channel_state(self) -> grpc.ChannelConnectivity:
+        """The current channel's state, renewing the channel first if it stopped serving.
+
+        READY means at least one address behind the name is connected and SERVING.
+        TRANSIENT_FAILURE after READY means every address the channel knows stopped serving
+        (NOT_SERVING or gone): gRPC would only look the name up again once a connection
+        drops, i.e. after the old process's drain, so the channel is renewed now.
+        """
+        state = self.channel.get_state(try_to_connect=False)
+        if state == grpc.ChannelConnectivity.READY:
+            self._channel_was_ready = True
+            self._renewed_at = None
+        elif state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and self._channel_was_ready:
+            self._renew_channel()
+            state = self.channel.get_state(try_to_connect=True)
+        return state
+
+    def _renew_channel(self) -> None:
+        """Replace the channel by a new one, which resolves the address again.
+
+        The old channel takes no new calls; the calls in flight on it (on the old process,
+        which finishes them during its drain) get up to the provider's timeout before it is
+        closed.
+        """
+        old = self._channel
+        self._channel = grpc.aio.insecure_channel(self.config.address, options=_CHANNEL_OPTIONS)
+        self._channel_was_ready = False
+        self._renewed_at = time.monotonic()
+        self.renewals += 1
+        logger.info("%s: every known address stopped serving; resolving the name again", self.where)
+        if old is not None:
+            grace = self.config.timeout_seconds + DEADLINE_MARGIN_SECONDS
+            task = asyncio.create_task(old.close(grace=grace), name=f"retire-{self.config.name}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _settled_channel(self, until: float) -> grpc.aio.Channel:
+        """The channel to send on; just after a renewal, wait for its first connection attempt.
+
+        The wait ends when the new channel is READY (a process behind the name serves) or has
+        failed to connect to every address, at ``until`` or RENEW_WAIT_SECONDS after the
+        renewal at the latest. Nothing has been sent yet, so it is safe for every tool.
+        """
+        self._channel_state()
+        while self._renewed_at is not None:
+            channel = self.channel
+            state = channel.get_state(try_to_connect=True)
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                break
+            remaining = min(until, self._renewed_at + RENEW_WAIT_SECONDS) - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, CONNECTION_POLL_SECONDS)):
+                    await channel.wait_for_state_change(state)
+            self._channel_state()
+        return self.channel
 
     def status(self) -> ProviderStatus:
         return ProviderStatus(
@@ -275,10 +371,16 @@ class ProviderClient:
     async def _connection_loop(self) -> None:
         # A new connection may be a new provider process (a restart, a new version behind the
         # same address): learn its tools, even if health never saw it down between two checks.
-        state = self.channel.get_state(try_to_connect=False)
+        # Also renews the channel as soon as every address it knows stops serving.
+        channel = self.channel
+        state = self._channel_state()
         while True:
-            await self.channel.wait_for_state_change(state)
-            previous, state = state, self.channel.get_state(try_to_connect=False)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONNECTION_POLL_SECONDS):
+                    await channel.wait_for_state_change(state)
+            previous, state = state, self._channel_state()
+            if self.channel is not channel:
+                channel, previous = self.channel, grpc.ChannelConnectivity.IDLE
             if state == grpc.ChannelConnectivity.READY and previous != state:
                 self.wake_discovery()
 
@@ -358,12 +460,14 @@ class ProviderClient:
         Returns whether it succeeded.
         """
         timeout = min(self.config.timeout_seconds, DISCOVERY_TIMEOUT_SECONDS)
-        stub = provider_pb2_grpc.ProviderStub(self.channel)
+        started = time.monotonic()
         try:
+            channel = await self._settled_channel(started + timeout)
+            stub = provider_pb2_grpc.ProviderStub(channel)
             response = await self._unary(
                 stub.ListCapabilities,
                 provider_pb2.ListCapabilitiesRequest(),
-                timeout,
+                max(started + timeout - time.monotonic(), 0.001),
                 wait_for_ready=True,
             )
         except _Timeout:
@@ -422,7 +526,6 @@ class ProviderClient:
         cfg = self.config
         name = clip(tool, NAME_LIMIT)
         request_id = uuid.uuid4().hex
-        stub = provider_pb2_grpc.ProviderStub(self.channel)
         request = provider_pb2.InvokeRequest(
             tool=tool, arguments_json=json.dumps(arguments), request_id=request_id
         )
@@ -435,6 +538,7 @@ class ProviderClient:
             try:
                 if first_error is not None:
                     await self._wait_connected(retry_until)
+                stub = provider_pb2_grpc.ProviderStub(await self._settled_channel(deadline))
                 response = await self._unary(
                     stub.Invoke, request, max(deadline - time.monotonic(), 0.001)
                 )
@@ -464,12 +568,22 @@ class ProviderClient:
             raise ProviderCallError(f"{name}: {reason}")
 
     async def _wait_connected(self, until: float) -> None:
-        """Wait for the channel to be READY until ``until`` (monotonic); raise _NoConnection."""
-        try:
-            async with asyncio.timeout(max(until - time.monotonic(), 0)):
-                await self.channel.channel_ready()
-        except TimeoutError:
-            raise _NoConnection from None
+        """Wait for the channel to be READY until ``until`` (monotonic); raise _NoConnection.
+
+        Follows a renewal: the channel waited on is always the current one.
+        """
+        while True:
+            state = self._channel_state()
+            if state == grpc.ChannelConnectivity.READY:
+                return
+            if state != grpc.ChannelConnectivity.CONNECTING:
+                state = self.channel.get_state(try_to_connect=True)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise _NoConnection
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, CONNECTION_POLL_SECONDS)):
+                    await self.channel.wait_for_state_change(state)
 
     def _outcome(self, tool: str, response: provider_pb2.InvokeResponse) -> ToolOutput:
         name = self.config.name
@@ -510,15 +624,16 @@ class ProviderClient:
 
     async def check_health(self) -> Health:
         """grpc.health.v1 Check of the whole server (service ""), without waiting to connect."""
+        now = time.time()
+        channel = await self._settled_channel(time.monotonic() + HEALTH_TIMEOUT_SECONDS)
         # The generated HealthStub is untyped in its stubs; the method path is the standard one.
         check: grpc.aio.UnaryUnaryMultiCallable[
             health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
-        ] = self.channel.unary_unary(
+        ] = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
-        now = time.time()
         try:
             response = await self._unary(
                 check, health_pb2.HealthCheckRequest(service=""), HEALTH_TIMEOUT_SECONDS
@@ -526,6 +641,11 @@ class ProviderClient:
         except _Timeout:
             return Health("UNREACHABLE", self._describe_timeout(HEALTH_TIMEOUT_SECONDS, False), now)
         except AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and _UNHEALTHY_DETAIL in (
+                exc.details() or ""
+            ):
+                # Reachable, but every address said NOT_SERVING on the channel's health watch.
+                return Health("NOT_SERVING", "", now)
             return Health("UNREACHABLE", self._describe_rpc_error(exc), now)
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
         return Health(status, "", now)
