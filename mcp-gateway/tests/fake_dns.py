@@ -16,6 +16,8 @@ import threading
 
 _A, _AAAA = 1, 28
 _NXDOMAIN = 3
+# What Docker's embedded DNS sends: a resolver that cached answers would miss a new container.
+_TTL = 600
 
 
 class FakeDns:
@@ -78,8 +80,8 @@ class FakeDns:
             address = ipaddress.ip_address(text)
             kind = _A if address.version == 4 else _AAAA
             if kind == qtype:
-                # Name as a pointer to the question's name (offset 12), class IN, TTL 0.
-                answers += b"\xc0\x0c" + struct.pack(">HHIH", kind, 1, 0, len(address.packed))
+                # Name as a pointer to the question's name (offset 12), class IN, _TTL.
+                answers += b"\xc0\x0c" + struct.pack(">HHIH", kind, 1, _TTL, len(address.packed))
                 answers += address.packed
                 count += 1
         # Response, recursion desired + available, NXDOMAIN for an unknown name.
