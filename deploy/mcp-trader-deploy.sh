@@ -10,7 +10,8 @@
 #   deployments.log            one JSON line per deploy/rollback attempt
 #   deploy.lock                flock target (never written)
 #   .deploy-state/             holder (who deploys now), intent (the run in progress), runs/ (each
-#                              run's output and exit status), bundles/ (every bundle deployed recently)
+#                              run's output and exit status), bundles/ (every bundle deployed recently),
+#                              secrets/session-secret (the gateways' shared session secret, made once)
 #   .incoming/<run>/           a freshly shipped bundle, removed when its run ends
 #
 # Usage:
@@ -18,6 +19,7 @@
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] rollback (--previous | --to T | --to-provider T --to-gateway T)
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] status
 #   mcp-trader-deploy.sh [GLOBAL OPTIONS] attach [--run RUN]
+#   mcp-trader-deploy.sh [GLOBAL OPTIONS] secret   (make the session secret if missing; prints its path)
 # A tag T is TAG or TAG@sha256:<64 hex> (pinned as given; Compose then pulls by digest).
 # Global options:
 #   --dir DIR             deploy directory (env MCP_TRADER_DIR)
@@ -131,6 +133,8 @@ set_dir() {
   intent_file="${state_dir}/intent"
   runs_dir="${state_dir}/runs"
   bundles_dir="${state_dir}/bundles"
+  secrets_dir="${state_dir}/secrets"
+  secret_file="${secrets_dir}/session-secret"
   incoming_dir="${dir}/.incoming"
 }
 
@@ -381,6 +385,95 @@ env_pin() {
   fi
   sync_path "$(dirname -- "${target}")"
   env_scan "${env_file}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The gateways' session secret: made once here, kept across deploys and rollbacks (nothing ever
+# replaces it), and handed to every gateway container by compose.yml (its top-level `secrets:`
+# names this file), so any gateway verifies the session ids the others signed. Outside swarm
+# Compose bind-mounts the file as it is (its uid, gid and mode settings are not applied), and
+# the gateway runs as an unprivileged uid that owns nothing on this host: so the file is
+# world-readable (0444) inside a directory that only the deploy user may enter (0700). The
+# value never passes through a shell variable, a log line or a message: /dev/urandom -> file.
+
+# 32 random bytes, written as 64 hex digits (the gateway wants 32+ characters, no whitespace).
+readonly SECRET_BYTES=32
+# compose.yml's secret that carries .env's MCP_SESSION_SECRET instead, and the interpolation
+# that picks it (what the Compose v1 copy removes).
+readonly SECRET_FROM_ENV=mcp_session_secret_from_env
+# shellcheck disable=SC2016 # Compose's interpolation, literally
+readonly SECRET_FROM_ENV_SUFFIX='${MCP_SESSION_SECRET:+_from_env}'
+
+# secret_valid: the file holds one line of at least 32 characters without whitespace.
+secret_valid() {
+  (($(wc -l <"${secret_file}") <= 1)) && grep -qxE '[^[:space:]]{32,}' -- "${secret_file}"
+} 2>/dev/null
+
+# secret_preflight: the secret is usable, or can be made. Checked before anything changes.
+secret_preflight() {
+  if [[ -e ${secrets_dir} ]]; then
+    if [[ -L ${secrets_dir} || ! -d ${secrets_dir} ]]; then
+      problem="${secrets_dir} is not a directory"
+      return 1
+    fi
+    local mode
+    mode=$(stat -c %a -- "${secrets_dir}")
+    if ((8#${mode} & 8#077)); then
+      problem="${secrets_dir} is open to other users (mode ${mode}): the session secret in it is world-readable for the gateway's sake, so only its directory protects it; chmod 0700 ${secrets_dir}"
+      return 1
+    fi
+  fi
+  if [[ -e ${secret_file} || -L ${secret_file} ]]; then
+    if [[ -L ${secret_file} || ! -f ${secret_file} ]]; then
+      problem="${secret_file} is not a regular file"
+      return 1
+    fi
+    secret_valid || {
+      problem="${secret_file} is not a session secret (one line of at least 32 characters without whitespace); delete it and the next deploy makes a new one (every session held now then ends once)"
+      return 1
+    }
+    return 0
+  fi
+  local d
+  for d in "${secrets_dir}" "${state_dir}" "${dir}"; do
+    [[ -e ${d} ]] || continue
+    if [[ ! -d ${d} || ! -w ${d} || ! -x ${d} ]]; then
+      problem="cannot make the gateways' session secret ${secret_file}: ${d} is not writable by the deploy user (uid ${EUID})"
+      return 1
+    fi
+    return 0
+  done
+}
+
+# secret_ensure: make the secret when it is missing: a private temp file in the same directory,
+# fsync, then a hard link to the final name, which never replaces a file (a concurrent maker's
+# secret is kept). An existing secret is never touched.
+secret_ensure() {
+  [[ ! -e ${secret_file} ]] || return 0
+  local tmp made=0
+  mkdir -p -- "${secrets_dir}" && chmod 0700 -- "${secrets_dir}" || return 1
+  tmp=$(mktemp -- "${secrets_dir}/.session-secret.XXXXXX") || return 1
+  if od -An -v -tx1 -N "${SECRET_BYTES}" /dev/urandom | tr -d ' \n' >"${tmp}" && printf '\n' >>"${tmp}" &&
+    [[ $(stat -c %s -- "${tmp}") == $((SECRET_BYTES * 2 + 1)) ]] &&
+    chmod 0444 -- "${tmp}" && sync_path "${tmp}" &&
+    { ln -T -- "${tmp}" "${secret_file}" 2>/dev/null || [[ -f ${secret_file} ]]; }; then
+    made=1
+  fi
+  rm -f -- "${tmp}"
+  ((made)) || return 1
+  sync_path "${secrets_dir}"
+  log "made the gateways' session secret ${secret_file} (kept across deploys and rollbacks)"
+}
+
+# secret_source: where the gateways' secret comes from (for status and the secret command).
+secret_source() {
+  if [[ -n ${MCP_SESSION_SECRET:-}${env_all[MCP_SESSION_SECRET]:-} ]]; then
+    printf 'MCP_SESSION_SECRET from %s (it wins over %s)' "${env_file##*/}" "${secret_file}"
+  elif [[ -f ${secret_file} ]]; then
+    printf '%s' "${secret_file}"
+  else
+    printf 'none yet: the next deploy (or the secret command) makes %s' "${secret_file}"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -641,9 +734,17 @@ compose_at() {
   if ((compose_v == 1)) && [[ -f ${file} ]]; then
     # Compose v1 predates the top-level `name:` and rejects it: run a copy without that line
     # and pass the project name as v2 would pick it (COMPOSE_PROJECT_NAME first, then `name:`).
+    # Nor does v1 know `${VAR:+…}` or secrets from the environment: the copy hands the gateway
+    # the generated session secret file, always (MCP_SESSION_SECRET in .env is not used).
     local copy
     copy="$(dirname -- "${file}")/.compose-v1.yml"
-    sed '/^name:/d' "${file}" >"${copy}" || return 1
+    awk -v drop="  ${SECRET_FROM_ENV}:" -v suffix="${SECRET_FROM_ENV_SUFFIX}" '
+      /^name:/ { next }
+      skip && /^    / { next }
+      { skip = 0 }
+      $0 == drop { skip = 1; next }
+      { i = index($0, suffix); if (i) $0 = substr($0, 1, i - 1) substr($0, i + length(suffix)); print }
+    ' "${file}" >"${copy}" || return 1
     extra=(-p "$(v1_project "${file}")")
     file=${copy}
   fi
@@ -1040,8 +1141,8 @@ parse_args() {
       [[ ${rollback_mode} != to ]] || need_tag "rollback --to" "${rollback_to_p}"
       [[ ${rollback_mode} != to ]] || need_tag "rollback --to" "${rollback_to_g}"
       ;;
-    status)
-      (($# == 0)) || die "${EXIT_USAGE}" "status takes no arguments (got '$1')"
+    status | secret)
+      (($# == 0)) || die "${EXIT_USAGE}" "${command} takes no arguments (got '$1')"
       ;;
     attach)
       while (($#)); do
@@ -1056,7 +1157,7 @@ parse_args() {
       done
       [[ -z ${attach_run} || ${attach_run} =~ ${NAME_RE} ]] || die "${EXIT_USAGE}" "attach --run '${attach_run}' is not a run id"
       ;;
-    *) die "${EXIT_USAGE}" "unknown command '${command}' (valid: deploy, rollback, status, attach)" ;;
+    *) die "${EXIT_USAGE}" "unknown command '${command}' (valid: deploy, rollback, status, attach, secret)" ;;
   esac
   need_uint --wait-timeout "${wait_timeout}"
   need_uint --keep "${keep}"
@@ -1134,6 +1235,7 @@ cmd_status() {
   for line in "${PROVIDER_VAR}" "${GATEWAY_VAR}"; do
     ((env_count[${line}] <= 1)) || echo "note:      ${env_file} assigns ${line} ${env_count[${line}]} times; the last one (line $((env_idx[${line}] + 1))) counts"
   done
+  echo "secret:    $(secret_source)"
   if [[ -f ${holder_file} ]]; then who=$(holder_describe_now); fi
   [[ -z ${who} ]] || echo "deploying: ${who}"
   observe
@@ -1215,6 +1317,20 @@ deployed_by() {
     fi
   done < <(log_records)
   printf '%s%s' "${found:-, in no log record}" "${commit:+, verified commit ${commit}}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# secret: make the gateways' session secret when it is missing (what a deploy does first), so a
+# plain `docker compose up -d` works in a directory no deploy has run in yet. Prints the file's
+# path, never its value. No lock: the secret is made with a link that never replaces one.
+
+cmd_secret() {
+  env_scan "${env_file}" || true
+  secret_preflight || die "${EXIT_USAGE}" "${problem}; nothing was changed"
+  secret_ensure || die "${EXIT_UNCHANGED}" "could not make ${secret_file} (disk full?); nothing was changed"
+  [[ -z ${MCP_SESSION_SECRET:-}${env_all[MCP_SESSION_SECRET]:-} ]] ||
+    log "note: ${env_file##*/} sets MCP_SESSION_SECRET, which the gateways use instead of this file"
+  printf '%s\n' "${secret_file}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1399,10 +1515,14 @@ transaction() {
   detect_compose || die "${EXIT_USAGE}" "${problem}"
   reconcile
   env_scan "${env_file}" || die "${EXIT_USAGE}" "${problem}; nothing was changed"
+  if ((compose_v == 1)) && [[ -n ${MCP_SESSION_SECRET:-}${env_all[MCP_SESSION_SECRET]:-} ]]; then
+    log "warning: Compose v1 cannot hand MCP_SESSION_SECRET from ${env_file##*/} to the gateways: they use ${secret_file} (with Compose v2 yours wins)"
+  fi
 
   # 1. Where we start from: what runs (containers), not what .env says.
   env_check_pins || die "${EXIT_USAGE}" "${problem}"
   env_preflight || die "${EXIT_USAGE}" "${problem}; nothing was changed"
+  secret_preflight || die "${EXIT_USAGE}" "${problem}; nothing was changed"
   observe
   [[ -z ${run_ref_p} ]] || from_p=$(ref_tag "${run_ref_p}")
   [[ -z ${run_ref_g} ]] || from_g=$(ref_tag "${run_ref_g}")
@@ -1502,7 +1622,10 @@ transaction() {
   sha=${sha#sha-}
   [[ -n ${sha} ]] || sha=$(revision_of "${new_p_img}")
 
-  # 5. Switch the bundle (renames only) and bring the new version up, gated on health.
+  # 5. Switch the bundle (renames only) and bring the new version up, gated on health. The
+  # session secret is made first (once per directory), the last step that can still fail with
+  # nothing changed.
+  secret_ensure || unchanged switch-failed "could not make the gateways' session secret ${secret_file} (disk full?)"
   phase=switch
   intent_phase switch
   if [[ -n ${next} ]] && ! bundle_switch "${next}" "${displaced}"; then
@@ -1625,6 +1748,7 @@ main() {
   case ${command} in
     status) cmd_status ;;
     attach) cmd_attach ;;
+    secret) cmd_secret ;;
     *) front_start ;;
   esac
 }

@@ -37,6 +37,7 @@ SSHD = "/usr/sbin/sshd"
 # its first passing check (1 s interval). The start period and the timeout are generous because
 # a loaded machine (2 cores shared with builds) can take many seconds to start the gateway; the
 # bad release is declared unhealthy after the start period plus three quick failures (~25 s).
+GATEWAY_TOKEN = "0123abcd-test-token"
 TEST_ENV_LINES = [
     "# mcp-trader test server settings",
     f"IMAGE_PREFIX={images.PREFIX}",
@@ -48,7 +49,7 @@ TEST_ENV_LINES = [
     "HEALTHCHECK_START_PERIOD=20s",
     "STOP_GRACE_PERIOD=5s",
     "BINANCE_BASE_URL=http://127.0.0.1:9",
-    'MCP_GATEWAY_TOKEN="0123abcd-test-token"',
+    f'MCP_GATEWAY_TOKEN="{GATEWAY_TOKEN}"',
     "EXTRA_NO_NEWLINE_AT_END=kept",
 ]
 WAIT_TIMEOUT = 60

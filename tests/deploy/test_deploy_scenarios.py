@@ -30,6 +30,7 @@ from tests.deploy.conftest import WAIT_TIMEOUT, Server, new_server, wait_for
 from tests.deploy.helpers import (
     BAD,
     BUNDLE,
+    SECRET_FILE,
     V1,
     V2,
     V4,
@@ -41,8 +42,13 @@ from tests.deploy.helpers import (
     deploy_ok,
     installed,
     local_image,
+    open_session,
     other_lines,
     pinned,
+    secret_leaks,
+    session_answered,
+    signed_with,
+    without_session_secret,
 )
 
 pytestmark = pytest.mark.docker
@@ -51,26 +57,46 @@ pytestmark = pytest.mark.docker
 # Deploy, roll back, and what Compose alone does with the result
 
 
-def test_redeploy_rollback_and_a_manual_compose_up(server: Server) -> None:
-    deploy_ok(server, V1)
+def test_redeploy_rollback_and_a_manual_compose_up(server: Server, tmp_path: Path) -> None:
+    # v1 comes with a bundle from before the session secret file: the history returns to it.
+    old = bundle_copy(tmp_path, without_session_secret)
+    outputs = [server.run("deploy", tag=V1, bundle_root=old)]
+    assert outputs[-1].returncode == 0, outputs[-1].output
+    assert (server.path / SECRET_FILE).is_file()  # made once, before any bundle needs it
+    env_before = other_lines(server)
     deploy_ok(server, V2)
-    deploy_ok(server, V4)
+    secret = (server.path / SECRET_FILE).read_text().strip()
+    session = open_session(server)
+    assert signed_with(session, secret)
+    gateway_v2 = container_ids(server)[G]
+    outputs.append(server.run("deploy", tag=V4))
+    assert outputs[-1].returncode == 0, outputs[-1].output
     last = server.log()[-1]
     assert last["from"] == {"provider": V2, "gateway": V2}
     assert last["to"] == {"provider": V4, "gateway": V4}
-    result = server.run("rollback")  # --previous
-    assert result.returncode == 0, result.output
+    # Another gateway container (the v2 one is gone), the same secret: the session goes on.
+    assert container_ids(server)[G] != gateway_v2
+    assert session_answered(server, session) == 200
+    outputs.append(server.run("rollback"))  # --previous
+    assert outputs[-1].returncode == 0, outputs[-1].output
     assert server.running_tags() == both(V2)
     assert pinned(server) == (V2, V2)
-    # What a reboot or an operator does: Compose alone, reading only compose.yml and .env.
+    assert session_answered(server, session) == 200
+    # What a reboot or an operator does: Compose alone, reading only compose.yml and .env (and
+    # the secret file the deploy made).
     assert server.compose("down", "--timeout", "1").returncode == 0
     up = server.compose("up", "-d", "--wait", "--wait-timeout", "60")
     assert up.returncode == 0, up.stderr
     assert server.running_tags() == both(V2)
-    # Again: walks further back through the history, not back and forth.
-    result = server.run("rollback")
-    assert result.returncode == 0, result.output
+    assert session_answered(server, session) == 200
+    # Again: walks further back through the history, not back and forth; to v1's own bundle,
+    # whose compose.yml knows no secret file (the file stays for the next deploy).
+    outputs.append(server.run("rollback"))
+    assert outputs[-1].returncode == 0, outputs[-1].output
     assert server.running_tags() == both(V1)
+    assert (server.path / "compose.yml").read_bytes() == (old / "compose.yml").read_bytes()
+    assert (server.path / SECRET_FILE).read_text().strip() == secret
+    assert other_lines(server) == env_before
     # --to a tag that is no longer local: pulled first, then deployed like any version.
     for service in (P, G):
         subprocess.run(
@@ -85,6 +111,9 @@ def test_redeploy_rollback_and_a_manual_compose_up(server: Server) -> None:
         ("rollback-previous", {"provider": V1, "gateway": V1}, "ok"),
         ("rollback-to", {"provider": V4, "gateway": V4}, "ok"),
     ]
+    # The kept secret again: a session of v2's time is still good.
+    assert session_answered(server, session) == 200
+    assert secret_leaks(server, secret, *(r.output for r in [*outputs, result])) == []
 
 
 # ---------------------------------------------------------------------------------------------

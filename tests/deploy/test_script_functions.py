@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.images import REPO
 
@@ -675,6 +677,145 @@ def test_a_bots_registry_user_name_is_accepted() -> None:
     out = sh('parse_args --registry ghcr.io --registry-user "github-actions[bot]" status; '
              'echo "$registry_user"')  # fmt: skip
     assert out.stdout == "github-actions[bot]\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateways' session secret
+
+SECRET_REL = ".deploy-state/secrets/session-secret"
+
+
+def as_user(user: str, code: str) -> subprocess.CompletedProcess[str]:
+    """`code` with the script's functions loaded, run as `user` (from a readable copy of
+    deploy/: the checkout may be private to root)."""
+    readable = Path(tempfile.mkdtemp(prefix="mcp-trader-script-"))
+    try:
+        readable.chmod(0o755)
+        script = shutil.copytree(SCRIPT.parent, readable / "deploy") / SCRIPT.name
+        return subprocess.run(
+            ["runuser", "-u", user, "--", "bash", "-c",
+             f"set -uo pipefail; export LC_ALL=C; source {q(script)}; {code}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(readable)
+
+
+def test_compose_mounts_the_file_the_script_makes() -> None:
+    compose = yaml.safe_load((REPO / "compose.yml").read_text())
+    assert compose["secrets"]["mcp_session_secret"]["file"] == f"./{SECRET_REL}"
+    assert sh('set_dir /srv; printf %s "$secret_file"').stdout == f"/srv/{SECRET_REL}"
+    gateway = compose["services"]["mcp-gateway"]
+    target = gateway["secrets"][0]["target"]
+    assert gateway["environment"]["MCP_SESSION_SECRET_FILE"] == f"/run/secrets/{target}"
+    # The secret reaches the gateway as that file only: never as an environment variable.
+    assert "MCP_SESSION_SECRET" not in gateway["environment"]
+
+
+def test_the_session_secret_is_made_once_private_and_never_replaced(tmp_path: Path) -> None:
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    out = subprocess.run(
+        ["bash", str(SCRIPT), "--dir", str(srv), "secret"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    secret = srv / SECRET_REL
+    assert out.stdout == f"{secret}\n"
+    value = secret.read_text()
+    assert len(value) == 65 and value.endswith("\n")
+    int(value[:64], 16)  # 32 random bytes as hex: what the gateway accepts (>= 32, no blanks)
+    st = secret.stat()
+    # World-readable for the gateway's uid (a bind mount keeps host modes); its directory is
+    # what keeps it from other host users.
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o444, os.geteuid())
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    assert value.strip() not in out.stdout + out.stderr
+    # Idempotent: never regenerated, never rewritten (same inode, same bytes), concurrently too.
+    inode = st.st_ino
+    runs = [
+        subprocess.Popen(["bash", str(SCRIPT), "--dir", str(srv), "secret"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=30)
+        assert run.returncode == 0, stderr
+        assert value.strip() not in stdout + stderr
+    assert secret.stat().st_ino == inode and secret.read_text() == value
+    assert sorted(p.name for p in secret.parent.iterdir()) == ["session-secret"]
+    # Five makers racing on a fresh directory end with one secret, and no temp file.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    code = f"set_dir {q(fresh)}; for i in 1 2 3 4 5; do secret_ensure & done; wait"
+    sh(code)
+    assert sorted(p.name for p in (fresh / SECRET_REL).parent.iterdir()) == ["session-secret"]
+    assert len((fresh / SECRET_REL).read_text()) == 65
+
+
+def test_a_secret_that_cannot_be_kept_private_or_used_is_refused(tmp_path: Path) -> None:
+    def preflight(srv: Path) -> str:
+        code = f'set_dir {q(srv)}; secret_preflight && echo ok || echo "REFUSED $problem"'
+        return sh(code).stdout
+
+    srv = tmp_path / "srv"
+    secret = srv / SECRET_REL
+    secret.parent.mkdir(parents=True)
+    secret.parent.chmod(0o755)
+    assert f"REFUSED {secret.parent} is open to other users (mode 755)" in preflight(srv)
+    secret.parent.chmod(0o700)
+    secret.write_text("short\n")
+    assert "is not a session secret" in preflight(srv)
+    assert "short" not in preflight(srv)  # the value is never echoed, even a bad one
+    secret.write_text("x" * 40)  # one line, no newline: as good as the generated one
+    assert preflight(srv) == "ok\n"
+    secret.unlink()
+    secret.symlink_to(tmp_path / "elsewhere")
+    assert "is not a regular file" in preflight(srv)
+
+
+def test_a_state_directory_the_deploy_user_cannot_write_is_refused(tmp_path: Path) -> None:
+    if not (shutil.which("runuser") and os.geteuid() == 0):
+        pytest.skip("needs root and runuser to act as another user")
+    shared = Path(tempfile.mkdtemp(prefix="mcp-trader-secret-"))
+    try:
+        shared.chmod(0o755)
+        (shared / ".deploy-state").mkdir(mode=0o755)
+        proc = as_user(
+            "nobody",
+            f'set_dir {q(shared)}; secret_preflight && echo ok || echo "REFUSED $problem"',
+        )
+        assert proc.stdout == (
+            f"REFUSED cannot make the gateways' session secret {shared / SECRET_REL}: "
+            f"{shared / '.deploy-state'} is not writable by the deploy user "
+            f"(uid {pwd.getpwnam('nobody').pw_uid})\n"
+        ), proc.stdout + proc.stderr
+        # The command says so, with exit 1, and makes nothing.
+        proc = as_user("nobody", f"main --dir {q(shared)} secret")
+        assert proc.returncode == 1, proc.stderr
+        assert "is not writable by the deploy user" in proc.stderr
+        assert list((shared / ".deploy-state").iterdir()) == []
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_the_compose_v1_copy_hands_the_gateway_the_generated_file(tmp_path: Path) -> None:
+    """Compose v1 knows neither `${VAR:+...}` nor secrets from the environment."""
+    shutil.copy2(REPO / "compose.yml", tmp_path / "compose.yml")
+    sh(f"set_dir {q(tmp_path)}; compose_v=1; compose_cmd=(true); "
+       f"compose_at {q(tmp_path / 'compose.yml')} v1 v1 config")  # fmt: skip
+    copy = yaml.safe_load((tmp_path / ".compose-v1.yml").read_text())
+    assert "name" not in copy
+    assert list(copy["secrets"]) == ["mcp_session_secret"]
+    gateway = copy["services"]["mcp-gateway"]
+    assert gateway["secrets"] == [{"source": "mcp_session_secret", "target": "mcp_session_secret"}]
+    if shutil.which("docker-compose"):
+        (tmp_path / ".env").write_text("MCP_SESSION_SECRET=" + "s" * 40 + "\n")
+        proc = subprocess.run(
+            ["docker-compose", "-f", str(tmp_path / ".compose-v1.yml"), "config", "-q"],
+            cwd=tmp_path, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
