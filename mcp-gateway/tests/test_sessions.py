@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +23,15 @@ import pytest
 from mcp_gateway.config import ProviderConfig
 from mcp_gateway.sessions import SessionIds
 from tests.conftest import GatewayFactory
-from tests.support import FakeProvider, Notifications, RunningGateway, mcp_session, wait_until
+from tests.support import (
+    FakeProvider,
+    Notifications,
+    RunningGateway,
+    free_port,
+    mcp_session,
+    wait_until,
+    write_providers,
+)
 
 SECRET = b"0123456789abcdef0123456789abcdef-shared-by-replicas"
 MCP_HEADERS = {
@@ -179,3 +197,98 @@ async def test_stateless_mode_serves_without_sessions(
     async with mcp_session(gw.mcp_url) as session:
         result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
     assert isinstance(result, types.CallToolResult) and not result.is_error
+
+
+@dataclass
+class _Port:
+    port: int
+
+
+@contextmanager
+def _gateway_process(port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_gateway"],
+        env=os.environ | env | {"GATEWAY_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+async def test_a_gateway_swap_keeps_the_session_and_its_get_stream(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """The deploy's gateway swap, with processes: SIGTERM (drain, grace) and a proxy switching.
+
+    The SDK client's POSTs land on the new replica, which adopts the session; its GET stream,
+    ended by the old replica's drain, is reopened on the new one by the SDK itself.
+    """
+    providers = write_providers(
+        tmp_path / "providers.yaml", [{"name": "fake", "address": provider.address}]
+    )
+    secret = tmp_path / "session_secret"
+    secret.write_text(SECRET.decode() + "\n", encoding="utf-8")
+    env = {
+        "MCP_PROVIDERS": str(providers),
+        "MCP_SESSION_SECRET_FILE": str(secret),
+        "GATEWAY_DRAIN_SECONDS": "1",
+    }
+    old_port, new_port = free_port(), free_port()
+    with _gateway_process(old_port, env) as old, _gateway_process(new_port, env):
+        target: list[Any] = [_Port(old_port)]
+        notes = Notifications()
+        failures: list[str] = []
+        http = httpx2.AsyncClient(transport=_SwitchingTransport(target), timeout=30.0)
+        async with mcp_session(
+            f"http://127.0.0.1:{old_port}/mcp", notifications=notes, http=http
+        ) as session:
+            stop = asyncio.Event()
+
+            async def load() -> None:
+                while not stop.is_set():
+                    result = await session.call_tool("fake.echo", {"symbol": "BTCUSDT"})
+                    if not isinstance(result, types.CallToolResult) or result.is_error:
+                        failures.append(str(result))
+                    await asyncio.sleep(0.05)
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(load())
+                await asyncio.sleep(0.5)  # calls on the old replica; its GET stream is open
+                seen = notes.count()
+                old.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)  # the proxy's check sees /health 503
+                target[0] = _Port(new_port)
+                # The adopting replica tells the reopened stream to refetch the tool list.
+                await notes.wait_for_more(seen, 10)
+                await asyncio.to_thread(old.wait, 15)
+                stop.set()
+            assert failures == []
+            # Only the new replica is left to announce a change: the GET stream is open there.
+            provider.extra_tools = [types_tool("fake.new")]
+            provider.stop()
+            provider.start()
+            seen = notes.count()
+
+            async def announced() -> bool:
+                return notes.count() > seen and "fake.new" in {
+                    t.name for t in (await session.list_tools()).tools
+                }
+
+            await wait_until(announced, 20, "the new replica to announce fake.new")
+    assert old.returncode == 0
