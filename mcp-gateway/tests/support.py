@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -408,3 +410,35 @@ def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30)
             if time.monotonic() > deadline:
                 raise AssertionError(f"binance-provider not SERVING on {address} after {seconds} s")
             time.sleep(0.1)
+
+
+@contextmanager
+def gateway_process(port: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    """``python -m mcp_gateway`` on ``port`` (stderr to ``log``), yielded once /ready is 200.
+
+    Killed on exit if still running; a test that stops it itself reads ``log`` afterwards.
+    """
+    with log.open("w", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_gateway"],
+            env=os.environ | env | {"GATEWAY_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -20,6 +20,7 @@ from tests.support import (
     FakeProvider,
     Notifications,
     free_port,
+    gateway_process,
     mcp_session,
     wait_until,
     write_providers,
@@ -86,31 +87,11 @@ def test_http_mode_serves_on_gateway_port_and_stops_on_sigterm(
     providers = write_providers(
         tmp_path / "providers.yaml", [{"name": "fake", "address": provider.address}]
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_gateway"],
-        env=os.environ | {"MCP_PROVIDERS": str(providers), "GATEWAY_PORT": str(port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+    log = tmp_path / "gateway.log"
+    with gateway_process(free_port(), {"MCP_PROVIDERS": str(providers)}, log) as proc:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.wait(15)
+    stderr = log.read_text(encoding="utf-8")
     # uvicorn drains, runs the lifespan exit, then re-raises the signal so the parent sees it.
     assert proc.returncode in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +13,7 @@ import httpx
 import httpx2
 import mcp_types as types
 import pytest
+from mcp.client.session import ClientSession
 
 from mcp_gateway.config import ProviderConfig
 from mcp_gateway.sessions import SessionIds
@@ -28,6 +23,7 @@ from tests.support import (
     Notifications,
     RunningGateway,
     free_port,
+    gateway_process,
     mcp_session,
     wait_until,
     write_providers,
@@ -112,17 +108,24 @@ async def test_a_session_moves_to_another_replica_and_keeps_its_notifications(
         seen = notes.count()
         old.stop()
         await notes.wait_for_more(seen, 15)
-        provider.extra_tools = [types_tool("fake.new")]
-        provider.stop()
-        provider.start()
-        seen = notes.count()
+        await _a_new_tool_is_announced(provider, session, notes)
 
-        async def announced() -> bool:
-            return notes.count() > seen and "fake.new" in {
-                t.name for t in (await session.list_tools()).tools
-            }
 
-        await wait_until(announced, 20, "the new replica to announce fake.new")
+async def _a_new_tool_is_announced(
+    provider: FakeProvider, session: ClientSession, notes: Notifications
+) -> None:
+    """The provider comes back with a new tool; the session's GET stream must hear of it."""
+    provider.extra_tools = [types_tool("fake.new")]
+    provider.stop()
+    provider.start()
+    seen = notes.count()
+
+    async def announced() -> bool:
+        return notes.count() > seen and "fake.new" in {
+            t.name for t in (await session.list_tools()).tools
+        }
+
+    await wait_until(announced, 20, "the new replica to announce fake.new")
 
 
 def types_tool(name: str) -> Any:
@@ -204,33 +207,6 @@ class _Port:
     port: int
 
 
-@contextmanager
-def _gateway_process(port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_gateway"],
-        env=os.environ | env | {"GATEWAY_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
 async def test_a_gateway_swap_keeps_the_session_and_its_get_stream(
     provider: FakeProvider, tmp_path: Path
 ) -> None:
@@ -250,7 +226,10 @@ async def test_a_gateway_swap_keeps_the_session_and_its_get_stream(
         "GATEWAY_DRAIN_SECONDS": "1",
     }
     old_port, new_port = free_port(), free_port()
-    with _gateway_process(old_port, env) as old, _gateway_process(new_port, env):
+    with (
+        gateway_process(old_port, env, tmp_path / "old.log") as old,
+        gateway_process(new_port, env, tmp_path / "new.log"),
+    ):
         target: list[Any] = [_Port(old_port)]
         notes = Notifications()
         failures: list[str] = []
@@ -280,15 +259,5 @@ async def test_a_gateway_swap_keeps_the_session_and_its_get_stream(
                 stop.set()
             assert failures == []
             # Only the new replica is left to announce a change: the GET stream is open there.
-            provider.extra_tools = [types_tool("fake.new")]
-            provider.stop()
-            provider.start()
-            seen = notes.count()
-
-            async def announced() -> bool:
-                return notes.count() > seen and "fake.new" in {
-                    t.name for t in (await session.list_tools()).tools
-                }
-
-            await wait_until(announced, 20, "the new replica to announce fake.new")
+            await _a_new_tool_is_announced(provider, session, notes)
     assert old.returncode == 0
