@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -387,8 +388,7 @@ def write_providers(path: Path, entries: list[dict[str, Any]]) -> Path:
     return path
 
 
-def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
-    """Wait until the provider process at ``address`` answers SERVING on grpc.health.v1."""
+def _wait_serving(address: str, proc: subprocess.Popen[str], log: Path, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     with grpc.insecure_channel(address) as channel:
         check = channel.unary_unary(
@@ -399,7 +399,8 @@ def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30)
         while True:
             if proc.poll() is not None:
                 raise AssertionError(
-                    f"binance-provider exited with {proc.returncode}: {proc.communicate()[1]}"
+                    f"binance-provider exited with {proc.returncode}: "
+                    + log.read_text(encoding="utf-8")[-4000:]
                 )
             try:
                 response = check(health_pb2.HealthCheckRequest(service=""), timeout=1)
@@ -410,6 +411,43 @@ def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30)
             if time.monotonic() > deadline:
                 raise AssertionError(f"binance-provider not SERVING on {address} after {seconds} s")
             time.sleep(0.1)
+
+
+@contextmanager
+def provider_process(
+    binary: Path, address: str, binance_url: str, log: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """The real provider binary on ``address`` (stderr to ``log``), yielded once SERVING.
+
+    Drain and grace are at their defaults, as deployed. On exit it gets SIGTERM unless it
+    already stopped; one that ignores SIGTERM for 15 s is killed and fails the test.
+    """
+    with log.open("w", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(
+            [str(binary)],
+            env=os.environ
+            | {
+                "PROVIDER_ADDR": address,
+                "BINANCE_BASE_URL": binance_url,
+                "BINANCE_MAX_RETRIES": "0",
+                "RUST_LOG": "info",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        _wait_serving(address, proc, log, 30)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("binance-provider ignored SIGTERM for 15 s") from None
 
 
 @contextmanager

@@ -9,9 +9,6 @@ they never skip. Marked ``e2e`` so a toolchain-less run can deselect them explic
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from jsonschema import Draft202012Validator
 from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.fake_binance import LAST_PRICE, SYMBOL, FakeBinance
-from tests.support import free_port, mcp_session, wait_serving, wait_until
+from tests.support import free_port, mcp_session, provider_process, wait_until
 
 BINANCE_TOOLS = {
     "binance.get_ticker",
@@ -36,33 +33,14 @@ BINANCE_TOOLS = {
 
 
 @pytest.fixture
-def binance_provider(provider_binary: Path, fake_binance: FakeBinance) -> Iterator[str]:
+def binance_provider(
+    provider_binary: Path, fake_binance: FakeBinance, tmp_path: Path
+) -> Iterator[str]:
     """The real binary on a loopback port, talking to the fake Binance; yields its address."""
     address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [str(provider_binary)],
-        env=os.environ
-        | {
-            "PROVIDER_ADDR": address,
-            "BINANCE_BASE_URL": fake_binance.base_url,
-            "BINANCE_MAX_RETRIES": "0",
-            "RUST_LOG": "info",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_serving(address, proc)
+    log = tmp_path / "provider.log"
+    with provider_process(provider_binary, address, fake_binance.base_url, log):
         yield address
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise AssertionError("binance-provider ignored SIGTERM for 15 s") from None
 
 
 @pytest.mark.e2e

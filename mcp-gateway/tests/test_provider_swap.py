@@ -15,13 +15,9 @@ old and new processes listen on the same port of 127.0.0.1 and ::1, one test per
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,7 +29,7 @@ from mcp_gateway.config import ProviderConfig
 from tests.conftest import GatewayFactory
 from tests.fake_binance import SYMBOL, FakeBinance
 from tests.fake_dns import FakeDns
-from tests.support import RunningGateway, mcp_session, wait_serving, wait_until
+from tests.support import RunningGateway, mcp_session, provider_process, wait_until
 
 NAME = "binance-provider.test"
 TICKER = "/api/v3/ticker/24hr"
@@ -61,36 +57,6 @@ def _port_free_on_both() -> int:
 
 def _socket_address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-@contextmanager
-def _provider(binary: Path, address: str, binance: FakeBinance) -> Iterator[subprocess.Popen[str]]:
-    """The real provider on ``address`` (drain and grace at their defaults, as deployed)."""
-    proc = subprocess.Popen(
-        [str(binary)],
-        env=os.environ
-        | {
-            "PROVIDER_ADDR": address,
-            "BINANCE_BASE_URL": binance.base_url,
-            "BINANCE_MAX_RETRIES": "0",
-            # stderr is read at exit only: keep it short.
-            "RUST_LOG": "warn",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_serving(address, proc)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 class Load:
@@ -132,7 +98,11 @@ class Load:
 @pytest.mark.e2e
 @pytest.mark.parametrize(("old_ip", "new_ip"), [("127.0.0.1", "::1"), ("::1", "127.0.0.1")])
 async def test_a_provider_swapped_under_one_name_fails_no_request(
-    old_ip: str, new_ip: str, provider_binary: Path, gateway_factory: GatewayFactory
+    old_ip: str,
+    new_ip: str,
+    provider_binary: Path,
+    gateway_factory: GatewayFactory,
+    tmp_path: Path,
 ) -> None:
     port = _port_free_on_both()
     old_address, new_address = _socket_address(old_ip, port), _socket_address(new_ip, port)
@@ -143,7 +113,9 @@ async def test_a_provider_swapped_under_one_name_fails_no_request(
     dns = FakeDns()
     dns.records[NAME] = [old_ip]
     try:
-        with _provider(provider_binary, old_address, old_binance) as old:
+        with provider_process(
+            provider_binary, old_address, old_binance.base_url, tmp_path / "old.log"
+        ) as old:
             # Outside the providers file's host:port check: the target names the DNS server.
             config = ProviderConfig.model_construct(
                 name="binance", address=dns.target(NAME, port), enabled=True, timeout_seconds=10
@@ -160,7 +132,9 @@ async def test_a_provider_swapped_under_one_name_fails_no_request(
                 load = Load(gw, session)
                 loops = [group.create_task(loop()) for loop in (load.http, load.calls, load.calls)]
                 await asyncio.sleep(0.5)
-                with _provider(provider_binary, new_address, new_binance):
+                with provider_process(
+                    provider_binary, new_address, new_binance.base_url, tmp_path / "new.log"
+                ):
                     dns.records[NAME] = [old_ip, new_ip]  # the new container joins the service
                     await asyncio.sleep(0.5)
                     in_flight = group.create_task(
