@@ -26,7 +26,7 @@ from mcp_trader.server import Server
 
 from tests.enginedouble import Call, EngineDouble
 from tests.enginedouble.double import called
-from tests.mcp_trader.test_supply import tool_argv
+from tests.mcp_trader.test_supply import IMAGE_MANIFEST, tool_argv
 from tests.registration import Function, is_optional, object_name, required
 
 HOST = "deploy.example.com"
@@ -99,6 +99,8 @@ class Registry:
             self._pinned[f"{argv[2].rsplit(':', 1)[0]}@{digest}"] = argv[2]
             return 0, digest + "\n", ""
         pinned = argv[-1]
+        if argv[:2] == ["crane", "manifest"]:
+            return 0, IMAGE_MANIFEST, ""
         image, digest = self._pinned[pinned], pinned.split("@", 1)[1]
         if image in self.unsigned:
             return 1, "", "Error: no signatures found\nmain.go:74: error during command execution"
@@ -588,10 +590,10 @@ async def test_deploy_verifies_every_image_before_ssh_and_pins_the_digests(
     await called(server().deploy(tag=TAG, public_key=public_key(), run_id="v1", **KEY))
     # Resolve, signature, provenance, SBOM: for both images, all before the first SSH exec.
     assert [argv[:2] for argv in registry.ran] == [
-        ["crane", "digest"], ["cosign", "verify"], ["cosign", "verify-attestation"],
-        ["cosign", "verify-attestation"],
+        ["crane", "digest"], ["crane", "manifest"], ["cosign", "verify"],
+        ["cosign", "verify-attestation"], ["cosign", "verify-attestation"],
     ] * 2  # fmt: skip
-    assert [registry.ran[0][-1], registry.ran[4][-1]] == [image(P), image(G)]
+    assert [registry.ran[0][-1], registry.ran[5][-1]] == [image(P), image(G)]
     tools_done = max(
         i for i, (obj, _) in enumerate(engine.evaluated) if supply.PUBLIC_KEY_FILE in str(obj)
     )

@@ -53,6 +53,11 @@ SIGNING_ARGS: Final = [
 ]
 
 
+IMAGE_MANIFEST: Final = json.dumps(
+    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+)
+
+
 def tool_argv(call: Call) -> list[str] | None:
     """The crane/cosign/syft argv of the exec `call` evaluates (login wrapper removed)."""
     step = call.receiver.find("withExec")
@@ -72,6 +77,8 @@ class ToolsDouble:
     def __init__(self, engine: EngineDouble) -> None:
         self.tags: dict[str, str] = {}
         self.revisions: dict[str, str] = {}
+        #: index digest -> (platform, manifest digest) of each platform it lists.
+        self.indexes: dict[str, list[tuple[str, str]]] = {}
         self.ran: list[list[str]] = []
         self.fail_on: str | None = None
         self._seen: set[str] = set()
@@ -82,19 +89,28 @@ class ToolsDouble:
 
     @staticmethod
     def _image_ref(call: Call) -> str:
-        """What the engine resolves a `from` to: the address with its digest."""
+        """What the engine resolves a `from` to: the address with the digest of the platform's
+        manifest (one per address and platform, like a multi-platform base image)."""
         address = str(call.receiver.arg("from", "address"))
         if "@sha256:" in address:
             return address
-        return f"{address}@sha256:{hashlib.sha256(address.encode()).hexdigest()}"
+        platform = call.receiver.arg("container", "platform") or "engine"
+        return f"{address}@sha256:{hashlib.sha256(f'{address} {platform}'.encode()).hexdigest()}"
 
     def serve_publish(self, engine: EngineDouble, digest: Callable[[str], str]) -> None:
-        """Also answer `Container.publish` (digest per address), recording it among the runs."""
+        """Also answer `Container.publish` (digest per address), recording it among the runs;
+        a multi-platform publish is an index listing one manifest per variant's platform."""
 
         def publish(call: Call) -> str:
             address = str(call.args["address"])
             self.ran.append(["push", address])
             self.tags[address] = digest(address)
+            variants = call.args.get("platformVariants") or []
+            if variants:
+                self.indexes[self.tags[address]] = [
+                    (str(v.arg("container", "platform")), manifest_digest(address, v))
+                    for v in variants
+                ]
             return f"{address}@{self.tags[address]}"
 
         engine.answer("Container.publish", publish)
@@ -114,10 +130,27 @@ class ToolsDouble:
             if digest is None:
                 return 1, "", f"Error: GET {ref}: MANIFEST_UNKNOWN: manifest unknown"
             return 0, digest + "\n", ""
+        if argv[:2] == ["crane", "manifest"]:
+            digest = argv[-1].split("@", 1)[1]
+            if digest not in self.indexes:
+                return 0, IMAGE_MANIFEST, ""
+            manifests = [
+                {
+                    "digest": d,
+                    "platform": dict(zip(("os", "architecture"), p.split("/"), strict=True)),
+                }
+                for p, d in self.indexes[digest]
+            ]
+            return 0, json.dumps({"mediaType": cosign.INDEX_TYPES[0], "manifests": manifests}), ""
         if argv[:2] == ["crane", "config"]:
             digest = argv[-1].split("@", 1)[1]
-            labels = {"org.opencontainers.image.revision": self.revisions.get(digest, "")}
-            return 0, json.dumps({"config": {"Labels": labels}}), ""
+            platform = argv[argv.index("--platform") + 1]
+            listed = dict(self.indexes.get(digest, []))
+            revision = self.revisions.get(listed.get(platform, digest), "")
+            os_, arch = (platform if listed else "linux/amd64").split("/")
+            labels = {"org.opencontainers.image.revision": revision}
+            config = {"os": os_, "architecture": arch, "config": {"Labels": labels}}
+            return 0, json.dumps(config), ""
         if argv[:2] == ["crane", "tag"]:
             image, digest = argv[2].split("@", 1)
             self.tags[f"{image}:{argv[3]}"] = digest
@@ -135,6 +168,12 @@ class ToolsDouble:
     def _stderr(self, call: Call) -> str:
         result = self._result(call)
         return "" if result is None else result[2]
+
+
+def manifest_digest(address: str, variant: Obj) -> str:
+    """One platform's manifest in the double's registry: a digest per image and platform."""
+    key = f"{address.rsplit(':', 1)[0]} {variant.arg('container', 'platform')}"
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def execs(call: Call) -> list[dict[str, Any]]:
@@ -166,6 +205,8 @@ def stdout_for(answers: dict[str, str]) -> Any:
         argv = call.receiver.arg("withExec", "args")
         if "crane" in argv and "digest" in argv:
             return answers["digest"]
+        if "crane" in argv and "manifest" in argv:
+            return answers.get("manifest", IMAGE_MANIFEST)
         if "--type" in argv:
             return answers[argv[argv.index("--type") + 1]]
         return answers.get(argv[-2] if argv[-2] == "verify" else "verify", "")
@@ -331,7 +372,8 @@ async def test_verify_resolves_then_checks_with_the_public_key_mounted(
         await supply.verify(f"{REPO}:sha-1a2b3c4", policy, dag.directory().file("cosign.pub"))
     argvs = [execs(c)[-1]["args"] for c in engine.calls("exitCode", "Container")]
     assert argvs[0] == ["crane", "digest", f"{REPO}:sha-1a2b3c4"]
-    assert argvs[1] == cosign.verify_argv(PINNED, policy)
+    assert argvs[1] == ["crane", "manifest", PINNED]
+    assert argvs[2] == cosign.verify_argv(PINNED, policy)
     last = engine.calls("exitCode", "Container")[-1].receiver
     assert last.arg("withMountedFile", "path") == supply.PUBLIC_KEY_FILE
 
@@ -611,3 +653,145 @@ def test_verify_and_sbom_register_with_the_sdk(registered_functions: dict[str, A
         "registry_password",
     ]
     assert list(sbom_function.args) == ["service", "platform"]
+
+
+# --- a multi-platform publish: each platform manifest signed and attested, then the index -----
+
+BOTH = ["linux/amd64", "linux/arm64"]
+
+
+def platform_digest(image: str, platform: str) -> str:
+    return "sha256:" + hashlib.sha256(f"{image} {platform}".encode()).hexdigest()
+
+
+async def test_multi_platform_publish_signs_every_platform_then_the_index(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    pushed = await publish(secret, platforms=BOTH)
+    lines = steps(tools)
+    assert lines[:4] == [
+        f"crane digest {REPO}:sha-1a2b3c4",
+        f"crane digest {GATEWAY}:sha-1a2b3c4",
+        f"push {REPO}:sha-1a2b3c4",
+        f"push {GATEWAY}:sha-1a2b3c4",
+    ]
+    assert lines[-4:] == [
+        f"push {REPO}:main",
+        f"push {GATEWAY}:main",
+        f"push {REPO}:latest",
+        f"push {GATEWAY}:latest",
+    ]
+    cosign_runs = [argv for argv in tools.ran if argv[0] == "cosign"]
+    for image in (REPO, GATEWAY):
+        index = f"{image}@{digest_for(image + ':x')}"
+        ran = [argv for argv in cosign_runs if argv[-1].startswith(image + "@")]
+        # The platforms run concurrently: each in order, the index signed after both.
+        for platform in BOTH:
+            manifest = f"{image}@{platform_digest(image, platform)}"
+            assert [
+                (argv[1], argv[argv.index("--type") + 1] if "--type" in argv else "")
+                for argv in ran
+                if argv[-1] == manifest
+            ] == [("sign", ""), ("attest", "slsaprovenance1"), ("attest", "spdxjson")]
+        assert ran[-1] == ["cosign", "sign", "--yes", "--key", supply.KEY_FILE,
+                           "--tlog-upload=false", index]  # fmt: skip
+        assert [argv for argv in ran if argv[-1] == index] == [ran[-1]]
+    # Provider's platforms and index, then the gateway's: one service at a time.
+    owners = [argv[-1].split("@")[0] for argv in cosign_runs]
+    assert owners == [REPO] * 7 + [GATEWAY] * 7
+    assert pushed[0] == f"{REPO}:sha-1a2b3c4@{digest_for(REPO + ':x')}"
+    assert_no_secret_value(engine)
+
+
+async def test_each_platform_gets_its_own_sbom_and_provenance(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    await publish(secret, platforms=BOTH)
+    attested: dict[str, dict[str, Any]] = {}
+    for call in engine.calls("exitCode", "Container"):
+        argv = tool_argv(call)
+        if argv is None or argv[:2] != ["cosign", "attest"]:
+            continue
+        kind = argv[argv.index("--type") + 1]
+        if kind == "slsaprovenance1":
+            attested[argv[-1]] = json.loads(call.receiver.arg("withNewFile", "contents"))
+        else:
+            # The SBOM is syft's scan of the tarball of that platform's build.
+            sbom_file = call.receiver.arg("withMountedFile", "source")
+            scan = sbom_file.arg("withMountedFile", "source")
+            assert scan.fields[-1] == "asTarball"
+            platform = {platform_digest(i, p): p for i in (REPO, GATEWAY) for p in BOTH}[
+                argv[-1].split("@")[1]
+            ]
+            assert scan.arg("container", "platform") == platform
+    # Each platform's bases are resolved for that platform: the double answers one digest per
+    # address and platform; distroless is pinned by its index digest, rust and uv run on the
+    # engine's own platform, so only python differs between the two.
+    for image, differing in ((REPO, set()), (GATEWAY, {"python"})):
+        bases = {}
+        for platform in BOTH:
+            doc = attested[f"{image}@{platform_digest(image, platform)}"]
+            assert doc["buildDefinition"]["externalParameters"]["platform"] == platform
+            bases[platform] = {
+                d["name"]: d["digest"]["sha256"]
+                for d in doc["buildDefinition"]["resolvedDependencies"]
+                if "name" in d
+            }
+        amd64, arm64 = bases["linux/amd64"], bases["linux/arm64"]
+        assert amd64.keys() == arm64.keys()
+        assert {name for name in amd64 if amd64[name] != arm64[name]} == differing
+
+
+async def test_a_failing_platform_is_named_and_nothing_moves_nor_is_the_index_signed(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    arm64 = f"{REPO}@{platform_digest(REPO, 'linux/arm64')}"
+    tools.fail_on = arm64
+    with pytest.raises(PublishError) as err:
+        await publish(secret, platforms=BOTH)
+    headline = str(err.value).splitlines()[0]
+    assert headline == (
+        f"signing failed: binance-provider linux/arm64 ({arm64.split('@')[1]}): sign of {arm64} "
+        "failed (exit 1): Error: signing: UNAUTHORIZED: authentication required; the index "
+        f"{REPO}@{digest_for(REPO + ':x')} was not signed"
+    )
+    assert "no moving tag (branch, X.Y, X, pr-N, latest) was changed" in str(err.value)
+    index = f"{REPO}@{digest_for(REPO + ':x')}"
+    assert not [argv for argv in tools.ran if argv[0] == "cosign" and argv[-1] == index]
+    assert not [argv for argv in tools.ran if argv[0] == "cosign" and GATEWAY in argv[-1]]
+    assert [argv[1] for argv in tools.ran if argv[0] == "push"] == [
+        f"{REPO}:sha-1a2b3c4",
+        f"{GATEWAY}:sha-1a2b3c4",
+    ]
+
+
+async def test_a_multi_platform_rerun_keeps_the_index_and_a_new_platform_set_is_refused(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    first = await publish(secret, platforms=BOTH)
+    for listed in tools.indexes.values():
+        for _, digest in listed:
+            tools.revisions[digest] = SHA
+    tools.ran.clear()
+    tools.serve_publish(engine, lambda address: "sha256:" + "f" * 64)
+    again = await publish(secret, platforms=BOTH, created="2026-06-06T06:06:06Z")
+    assert again == first and not [argv for argv in tools.ran if argv[0] == "push"]
+    signed = [argv[-1] for argv in tools.ran if argv[:2] == ["cosign", "sign"]]
+    assert f"{REPO}@{digest_for(REPO + ':x')}" in signed  # the kept index, signed again
+    # The same commit for amd64 alone would need a new digest for sha-1a2b3c4: refused.
+    tools.ran.clear()
+    with pytest.raises(
+        PublishError,
+        match=r"binance-provider:sha-1a2b3c4 already exists \(sha256:\w+\) for linux/amd64, "
+        r"linux/arm64, and this publish asks for linux/amd64: an immutable tag never changes",
+    ):
+        await publish(secret, platforms=["linux/amd64"])
+    assert not [argv for argv in tools.ran if argv[0] in ("push", "cosign")]

@@ -250,6 +250,11 @@ def digest_argv(image: str) -> list[str]:
     return ["crane", "digest", str(parse_reference(image))]
 
 
+def manifest_argv(image: str) -> list[str]:
+    """The manifest a digest names, as stored: an image manifest, or an index of platforms."""
+    return ["crane", "manifest", _by_digest(image)]
+
+
 def sbom_argv(source: str, output_file: str, *, name: str, version: str | None = None) -> list[str]:
     """SPDX 2.3 JSON of an image: `oci-archive:FILE`, `registry:REF` or `docker-archive:FILE`.
 
@@ -307,6 +312,84 @@ def parse_digest(output: str, image: str) -> str:
             f"the registry gave no digest for {image}: crane printed {output.strip()[:200]!r}"
         )
     return digest
+
+
+#: Media types of a multi-platform index (OCI's, and Docker's manifest list).
+INDEX_TYPES: Final = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    """One platform's image manifest in an index: `linux/arm64` and its digest."""
+
+    platform: str
+    digest: str
+
+
+def parse_manifest(output: str, image: str) -> tuple[PlatformManifest, ...] | None:
+    """The platforms of the index `crane manifest` printed for `image`, in the index's order;
+    None for a plain image manifest.
+
+    BuildKit's attestation manifests (`vnd.docker.reference.type: attestation-manifest`, platform
+    unknown/unknown) are not images to run and are skipped. An index of indexes, an entry
+    without a platform and a platform listed twice are refused: which manifest runs on a host
+    must be unambiguous for verification to mean anything.
+    """
+    try:
+        manifest = json.loads(output)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as error:
+        raise VerificationError(
+            f"the registry gave no readable manifest for {image}: {error}"
+        ) from None
+    if manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
+        return None
+    found: list[PlatformManifest] = []
+    for entry in manifest.get("manifests") or []:
+        annotations = (entry.get("annotations") or {}) if isinstance(entry, dict) else {}
+        if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+            continue
+        digest = _get(entry, "digest")
+        platform = _get(entry, "platform")
+        if entry.get("mediaType") in INDEX_TYPES:
+            raise VerificationError(
+                f"{image} is an index of indexes ({digest}): refusing it, only an index of "
+                "platform images is verified"
+            )
+        name = _platform_name(platform)
+        if not name:
+            raise VerificationError(f"the index {image} lists {digest} without a platform")
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+            raise VerificationError(f"the index {image} lists {name} with no digest ({digest!r})")
+        if any(m.platform == name for m in found):
+            raise VerificationError(f"the index {image} lists {name} twice: refusing it")
+        found.append(PlatformManifest(name, digest))
+    if not found:
+        raise VerificationError(f"the index {image} lists no platform image")
+    return tuple(found)
+
+
+def config_platform(output: str) -> str:
+    """`os/architecture[/variant]` of the image config `crane config` printed ("" if unknown)."""
+    try:
+        return _platform_name(json.loads(output))
+    except ValueError:
+        return ""
+
+
+def _platform_name(doc: Any) -> str:
+    """An index entry's `platform` or an image config as `os/arch[/variant]`, arm64 without its
+    implied `v8` (platforms.normalize's spelling); "" when os or architecture is missing."""
+    if not isinstance(doc, dict) or not doc.get("os") or not doc.get("architecture"):
+        return ""
+    name = f"{doc['os']}/{doc['architecture']}"
+    if doc.get("variant"):
+        name += f"/{doc['variant']}"
+    return "linux/arm64" if name == "linux/arm64/v8" else name
 
 
 @dataclass(frozen=True)

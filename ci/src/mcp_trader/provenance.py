@@ -198,6 +198,8 @@ class Facts:
     builder: str
     invocation: str
     base_images: tuple[str, ...]
+    #: The platform the build parameters name (`linux/arm64`), "" when they name none.
+    platform: str = ""
 
     def lines(self) -> list[str]:
         return [
@@ -231,6 +233,7 @@ def facts(statements: Sequence[Mapping[str, Any]]) -> Facts:
                 for dep in definition.get("resolvedDependencies", [])
                 if str(dep.get("uri", "")).startswith("oci://")
             ),
+            platform=str(definition["externalParameters"].get("platform") or ""),
         )
     except (KeyError, TypeError) as error:
         raise VerificationError(

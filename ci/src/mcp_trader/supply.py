@@ -13,9 +13,10 @@ Thin adapters over the pure command lines (cosign.py) and checks (verify.py):
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
@@ -31,16 +32,29 @@ from .cosign import (
     KeylessSigner,
     KeyPolicy,
     KeySigner,
+    PlatformManifest,
     Policy,
     Signer,
     VerificationError,
+    config_platform,
     parse_reference,
     sbom_argv,
+    sign_argv,
 )
+from .errors import JobFailedError, describe, run_all
 from .labels import PREFIX as LABEL_PREFIX
 from .provenance import LOCAL_BUILDER, Builder, Source, local_builder, predicate
 from .publish import PublishError, PublishPlan, PushStep
-from .verify import Result, Runner, Verified, resolve, sign_steps, verify_image
+from .verify import (
+    Result,
+    Runner,
+    Verified,
+    VerifiedIndex,
+    platform_manifests,
+    resolve,
+    sign_steps,
+    verify_image,
+)
 
 BIN: Final = "/usr/local/bin"
 SHELL: Final = "/busybox/sh"
@@ -262,8 +276,9 @@ async def verify(
     public_key: dagger.File | None,
     auth: RegistryAuth | None = None,
     expected_repository: str | None = None,
-) -> Verified:
-    """Resolve, then check signature, provenance and SBOM of `image` (verify.py)."""
+) -> Verified | VerifiedIndex:
+    """Resolve, then check signature, provenance and SBOM of `image`, of every platform of an
+    index (verify.py)."""
     parse_reference(image)
     return await verify_image(
         verifier(policy, public_key, auth), image, policy, expected_repository=expected_repository
@@ -308,25 +323,66 @@ async def sign_and_attest(
     oidc_request_url: dagger.Secret | None = None,
     oidc_request_token: dagger.Secret | None = None,
 ) -> list[str]:
-    """Sign `image` (pinned by digest), then attach provenance and SBOM; stops at a failure.
+    """Sign `image` (one image manifest, pinned by digest), then attach provenance and SBOM;
+    stops at a failure.
 
     Returns the names of the steps done; a failing step raises `SigningError` naming it.
     """
-    base = with_signer(
+    base = (
         tools()
         .with_new_file(PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True))
-        .with_mounted_file(SBOM_FILE, sbom_file),
+        .with_mounted_file(SBOM_FILE, sbom_file)
+    )
+    steps = sign_steps(image, signer, provenance_file=PROVENANCE_FILE, sbom_file=SBOM_FILE)
+    return await _run_signing(
+        base,
+        steps,
+        image,
         signer,
+        auth,
         key=key,
         key_password=key_password,
         oidc_request_url=oidc_request_url,
         oidc_request_token=oidc_request_token,
     )
-    run = runner(base, auth)
+
+
+async def sign_index(
+    image: str,
+    *,
+    signer: Signer,
+    auth: RegistryAuth,
+    key: dagger.Secret | None = None,
+    key_password: dagger.Secret | None = None,
+    oidc_request_url: dagger.Secret | None = None,
+    oidc_request_token: dagger.Secret | None = None,
+) -> list[str]:
+    """Sign a multi-platform index (pinned by digest): its signature only, no attestation
+    (those are per platform manifest, `sign_and_attest`)."""
+    return await _run_signing(
+        tools(),
+        [("sign index", sign_argv(image, signer))],
+        image,
+        signer,
+        auth,
+        key=key,
+        key_password=key_password,
+        oidc_request_url=oidc_request_url,
+        oidc_request_token=oidc_request_token,
+    )
+
+
+async def _run_signing(
+    base: dagger.Container,
+    steps: Sequence[tuple[str, list[str]]],
+    image: str,
+    signer: Signer,
+    auth: RegistryAuth,
+    **secrets: dagger.Secret | None,
+) -> list[str]:
+    run = runner(with_signer(base, signer, **secrets), auth)
     done: list[str] = []
-    for step, argv in sign_steps(
-        image, signer, provenance_file=PROVENANCE_FILE, sbom_file=SBOM_FILE
-    ):
+    for step, argv in steps:
         result = await run(argv)
         if result.exit_code != 0:
             output = (result.stderr or result.stdout).strip().splitlines()
@@ -454,19 +510,32 @@ class SupplyChain:
                     " refusing to publish over them; nothing was built or pushed"
                 )
             existing_digest = next(iter(present.values()))
-            revision = await self._revision(f"{image}@{existing_digest}", plan.platforms[0])
+            pinned = f"{image}@{existing_digest}"
+            config = await self._config(pinned, plan.platforms[0])
+            revision = _label(config, f"{LABEL_PREFIX}revision")
             wanted = plan.labels[f"{LABEL_PREFIX}revision"]
+            tags = ", ".join(present)
             if not revision or not (revision.startswith(wanted) or wanted.startswith(revision)):
-                tags = ", ".join(present)
                 raise PublishError(
                     f"{image}:{tags} already exists ({existing_digest}) and was built from commit "
                     f"{revision or 'unknown'}, not {wanted}: an immutable tag never changes "
                     "digest; publish a new version instead. Nothing was built or pushed"
                 )
+            manifests = await self._listed(pinned)
+            has = tuple(m.platform for m in manifests) if manifests else (config_platform(config),)
+            if sorted(has) != sorted(plan.platforms):
+                raise PublishError(
+                    f"{image}:{tags} already exists ({existing_digest}) for "
+                    f"{', '.join(has) or 'an unknown platform'}, and this publish asks for "
+                    f"{', '.join(plan.platforms)}: an immutable tag never changes digest; "
+                    "publish this commit with the platforms it has, or the new set as a new "
+                    "version. Nothing was built or pushed"
+                )
             kept[service] = existing_digest
         return kept
 
-    async def _revision(self, image: str, platform: str) -> str:
+    async def _config(self, image: str, platform: str) -> str:
+        """`crane config` of `image` (of `platform`'s manifest when it is an index)."""
         result = await runner(tools(), self.auth)(
             ["crane", "config", "--platform", platform, image]
         )
@@ -474,11 +543,14 @@ class SupplyChain:
             raise PublishError(
                 f"cannot read the config of {image}: {(result.stderr or result.stdout).strip()}"
             )
+        return result.stdout
+
+    async def _listed(self, pinned: str) -> tuple[PlatformManifest, ...] | None:
+        """The platform manifests of the index `pinned` names (None: one image manifest)."""
         try:
-            labels = json.loads(result.stdout).get("config", {}).get("Labels") or {}
-        except (ValueError, AttributeError):
-            return ""
-        return str(labels.get(f"{LABEL_PREFIX}revision", ""))
+            return await platform_manifests(runner(tools(), self.auth), pinned)
+        except VerificationError as error:
+            raise PublishError(str(error)) from None
 
     async def retag(self, step: PushStep, existing: str) -> str:
         """Point `step`'s tag at the kept digest (`crane tag`: the manifest as is, no re-push)."""
@@ -495,29 +567,78 @@ class SupplyChain:
         digests: Mapping[str, str],
         variants: Mapping[str, list[dagger.Container]],
     ) -> None:
-        """Sign each image digest, then attach its provenance and SBOM (both images, in order)."""
+        """Sign each image and attach its provenance and SBOM (both services, in order).
+
+        One platform: the pushed digest is the image manifest. Several: the pushed digest is
+        an index; each platform manifest it lists is signed and attested, concurrently, with
+        its own SBOM (from that platform's build) and provenance (that platform's bases), and
+        the index is signed last, once every platform is done. cosign's `sign --recursive`
+        would sign the same digests, but attestations cannot recurse (each platform has its
+        own), so every digest is signed by its own command: what runs is one argv per digest,
+        the same ones tests/supply runs with the real tool.
+        """
         if self.signing is None:
             return
         for service, image in plan.images.items():
-            containers = variants[service]
-            if len(containers) != 1 or len(plan.platforms) != 1:
-                raise PublishError(
-                    "signing a multi-platform index is not supported yet: publish one platform "
-                    "per call, or pass --unsigned"
-                )
             pinned = f"{image}@{digests[service]}"
-            statement = await self.provenance(service, image, plan.platforms[0])
-            await sign_and_attest(
-                pinned,
-                signer=self.signing.signer,
-                provenance=statement,
-                sbom_file=sbom(containers[0], name=image, version=plan.tags[0].name),
-                auth=self.auth,
-                key=self.signing.key,
-                key_password=self.signing.key_password,
-                oidc_request_url=self.signing.oidc_request_url,
-                oidc_request_token=self.signing.oidc_request_token,
-            )
+            built = dict(zip(plan.platforms, variants[service], strict=True))
+            if len(plan.platforms) == 1:
+                [(platform, container)] = built.items()
+                await self._sign_manifest(plan, service, image, pinned, platform, container)
+                continue
+            listed = await self._listed(pinned)
+            if listed is None or sorted(m.platform for m in listed) != sorted(plan.platforms):
+                has = ", ".join(m.platform for m in listed) if listed else "one image manifest"
+                raise SigningError(
+                    f"{pinned} was pushed for {', '.join(plan.platforms)} but the registry "
+                    f"lists {has} under it: nothing of {service} was signed"
+                )
+            jobs = {
+                f"{service} {m.platform} ({m.digest})": functools.partial(
+                    self._sign_manifest,
+                    plan,
+                    service,
+                    image,
+                    f"{image}@{m.digest}",
+                    m.platform,
+                    built[m.platform],
+                )
+                for m in listed
+            }
+            try:
+                await run_all(jobs)
+            except JobFailedError as failed:
+                named = "; ".join(f"{name}: {describe(e)}" for name, e in failed.failures.items())
+                raise SigningError(f"{named}; the index {pinned} was not signed") from failed
+            await sign_index(pinned, signer=self.signing.signer, auth=self.auth, **self._secrets())
+
+    async def _sign_manifest(
+        self,
+        plan: PublishPlan,
+        service: str,
+        image: str,
+        pinned: str,
+        platform: str,
+        container: dagger.Container,
+    ) -> list[str]:
+        assert self.signing is not None
+        return await sign_and_attest(
+            pinned,
+            signer=self.signing.signer,
+            provenance=await self.provenance(service, image, platform),
+            sbom_file=sbom(container, name=image, version=plan.tags[0].name),
+            auth=self.auth,
+            **self._secrets(),
+        )
+
+    def _secrets(self) -> dict[str, dagger.Secret | None]:
+        assert self.signing is not None
+        return {
+            "key": self.signing.key,
+            "key_password": self.signing.key_password,
+            "oidc_request_url": self.signing.oidc_request_url,
+            "oidc_request_token": self.signing.oidc_request_token,
+        }
 
     async def provenance(self, service: str, image: str, platform: str) -> dict[str, Any]:
         """The SLSA v1 predicate of `service` built for `platform` (bases resolved now)."""
@@ -537,6 +658,15 @@ class SupplyChain:
             builder=self.builder,
             builder_version={"dagger": await dag.version()},
         )
+
+
+def _label(config: str, name: str) -> str:
+    """One label of the image config `crane config` printed ("" when absent or unreadable)."""
+    try:
+        labels = json.loads(config).get("config", {}).get("Labels") or {}
+    except (ValueError, AttributeError):
+        return ""
+    return str(labels.get(name, ""))
 
 
 def supply_chain(
