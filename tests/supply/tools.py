@@ -227,3 +227,59 @@ def sign_and_attest(
         sbom_file=str(files["sbom"]),
     ):
         runner.ok(argv)
+
+
+def as_platform(runner: HostRunner, image: Pushed, platform: str, tag: str) -> Pushed:
+    """`image` with its config saying `platform` (and a fresh nonce label), pushed as `tag`.
+
+    The second platform of the multi-platform tests: no arm64 binary is built on this amd64
+    machine (no emulation, no cross toolchain for the test images), and what those tests check
+    (which digest is signed and attested, which manifest the index lists for which platform)
+    does not read the binaries. The SBOM of it is syft's real scan, like any other image's.
+    """
+    runner.ok(
+        [
+            "crane",
+            "mutate",
+            "--set-platform",
+            platform,
+            "--label",
+            f"test.nonce={uuid.uuid4().hex}",
+            "--tag",
+            f"{image.repository}:{tag}",
+            image.pinned,
+        ]
+    )
+    return Pushed(
+        image.service, image.repository, tag, digest_of(runner, f"{image.repository}:{tag}")
+    )
+
+
+def push_index(runner: HostRunner, members: list[Pushed], tag: str) -> Pushed:
+    """An OCI index of `members` (each listed under its config's platform), pushed as `tag`."""
+    repository = members[0].repository
+    manifests = [arg for member in members for arg in ("--manifest", member.pinned)]
+    runner.ok(["crane", "index", "append", *manifests, "--tag", f"{repository}:{tag}"])
+    return Pushed(members[0].service, repository, tag, digest_of(runner, f"{repository}:{tag}"))
+
+
+def sign_multi_platform(
+    runner: HostRunner,
+    index: Pushed,
+    platforms: Mapping[str, Pushed],
+    key: KeyPair,
+    base: str,
+    home: Path,
+) -> None:
+    """What publish does for a multi-platform index: each platform manifest signed and
+    attested with its own SBOM and provenance (sign_steps), then the index signed alone."""
+    for platform, image in platforms.items():
+        name = f"{image.service}-{platform.replace('/', '-')}-{image.digest[7:19]}"
+        files = {
+            "provenance": provenance_file(
+                image, base, home / f"{name}.prov.json", platform=platform
+            ),
+            "sbom": sbom_file(runner, image, home / f"{name}.spdx.json"),
+        }
+        sign_and_attest(runner, image, key, files)
+    runner.ok(cosign.sign_argv(index.pinned, cosign.KeySigner(str(key.private))))
