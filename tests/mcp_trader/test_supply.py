@@ -701,6 +701,16 @@ async def test_multi_platform_publish_signs_every_platform_then_the_index(
     # Provider's platforms and index, then the gateway's: one service at a time.
     owners = [argv[-1].split("@")[0] for argv in cosign_runs]
     assert owners == [REPO] * 7 + [GATEWAY] * 7
+    # Every cosign exec, the index's too, has the key and its password only as secrets.
+    signing = [c for c in engine.calls("exitCode", "Container") if "cosign" in str(tool_argv(c))]
+    assert len({c.receiver.id for c in signing}) == 14
+    for call in signing:
+        assert secret_uris(call.receiver, "withMountedSecret") == {
+            supply.KEY_FILE: "env://SUPPLY_TEST_KEY"
+        }
+        assert secret_uris(call.receiver, "withSecretVariable")["COSIGN_PASSWORD"] == (
+            "env://SUPPLY_TEST_KEY_PASSWORD"
+        )
     assert pushed[0] == f"{REPO}:sha-1a2b3c4@{digest_for(REPO + ':x')}"
     assert_no_secret_value(engine)
 

@@ -348,28 +348,12 @@ async def sign_and_attest(
 
 
 async def sign_index(
-    image: str,
-    *,
-    signer: Signer,
-    auth: RegistryAuth,
-    key: dagger.Secret | None = None,
-    key_password: dagger.Secret | None = None,
-    oidc_request_url: dagger.Secret | None = None,
-    oidc_request_token: dagger.Secret | None = None,
+    image: str, *, signer: Signer, auth: RegistryAuth, **secrets: dagger.Secret | None
 ) -> list[str]:
     """Sign a multi-platform index (pinned by digest): its signature only, no attestation
-    (those are per platform manifest, `sign_and_attest`)."""
-    return await _run_signing(
-        tools(),
-        [("sign index", sign_argv(image, signer))],
-        image,
-        signer,
-        auth,
-        key=key,
-        key_password=key_password,
-        oidc_request_url=oidc_request_url,
-        oidc_request_token=oidc_request_token,
-    )
+    (those are per platform manifest, `sign_and_attest`). `secrets`: as `sign_and_attest`'s."""
+    steps = [("sign index", sign_argv(image, signer))]
+    return await _run_signing(tools(), steps, image, signer, auth, **secrets)
 
 
 async def _run_signing(
