@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 DISCOVERY_TIMEOUT_SECONDS: Final = 5.0
 HEALTH_TIMEOUT_SECONDS: Final = 1.0
 HEALTH_INTERVAL_SECONDS: Final = 1.0
+# A NOT_SERVING answer on a channel that is still READY is asked again this often, this long
+# apart (see ProviderClient.check_health).
+HEALTH_RECHECKS: Final = 5
+HEALTH_RECHECK_PAUSE_SECONDS: Final = 0.02
 # A discovered provider is asked again this often (it may have been replaced by a new version).
 REFRESH_INTERVAL_SECONDS: Final = 30.0
 # At start-up the gateway waits this long at most for every provider's first discovery, so its
@@ -623,9 +627,26 @@ class ProviderClient:
             self.upstream = Upstream("unreachable", clip(message, 300), now)
 
     async def check_health(self) -> Health:
-        """grpc.health.v1 Check of the whole server (service ""), without waiting to connect."""
+        """grpc.health.v1 Check of the whole server (service ""); waits only after a renewal.
+
+        SERVING when any address behind the name serves. A Check can reach an old process in
+        the instant between its turning NOT_SERVING and the channel's health watch hearing of
+        it; while the channel still calls itself READY, such an answer is asked again, briefly.
+        """
         now = time.time()
-        channel = await self._settled_channel(time.monotonic() + HEALTH_TIMEOUT_SECONDS)
+        until = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+        for _ in range(HEALTH_RECHECKS + 1):
+            health = await self._check_once(until, now)
+            if health.status != "NOT_SERVING" or not self._channel_ready_now():
+                break
+            await asyncio.sleep(HEALTH_RECHECK_PAUSE_SECONDS)
+        return health
+
+    def _channel_ready_now(self) -> bool:
+        return self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+
+    async def _check_once(self, until: float, now: float) -> Health:
+        channel = await self._settled_channel(until)
         # The generated HealthStub is untyped in its stubs; the method path is the standard one.
         check: grpc.aio.UnaryUnaryMultiCallable[
             health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
@@ -636,7 +657,9 @@ class ProviderClient:
         )
         try:
             response = await self._unary(
-                check, health_pb2.HealthCheckRequest(service=""), HEALTH_TIMEOUT_SECONDS
+                check,
+                health_pb2.HealthCheckRequest(service=""),
+                max(until - time.monotonic(), 0.001),
             )
         except _Timeout:
             return Health("UNREACHABLE", self._describe_timeout(HEALTH_TIMEOUT_SECONDS, False), now)
