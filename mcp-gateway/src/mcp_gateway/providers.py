@@ -268,7 +268,6 @@ class ProviderClient:
         self._channel_was_ready = False
         # When the current channel replaced one whose addresses all stopped serving.
         self._renewed_at: float | None = None
-        self.renewals = 0
         # Old channels closing: calls in flight on them finish first.
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -320,7 +319,6 @@ class ProviderClient:
         self._channel = grpc.aio.insecure_channel(self.config.address, options=_CHANNEL_OPTIONS)
         self._channel_was_ready = False
         self._renewed_at = time.monotonic()
-        self.renewals += 1
         logger.info("%s: every known address stopped serving; resolving the name again", self.where)
         if old is not None:
             grace = self.config.timeout_seconds + DEADLINE_MARGIN_SECONDS
