@@ -725,12 +725,41 @@ detect_compose() {
   fi
 }
 
+# COMPOSE_FILE, as Compose reads it (the environment first, then .env; ':' separates): the
+# server's choice of override files, e.g. compose.yml:deploy/compose.no-proxy.yml (README "The
+# proxy", "Without the proxy"). Compose itself ignores it once -f is given, so the script applies
+# it: compose.yml and files under deploy/ are taken from the bundle being checked, pulled or run
+# (a staged or stored one brings its own), any other path is the server's own file.
+compose_file_list() { printf '%s' "${COMPOSE_FILE:-${env_all[COMPOSE_FILE]:-}}"; }
+
+# compose_files_check ROOT: COMPOSE_FILE names compose.yml, and the bundle in ROOT has every file
+# of the bundle that it names. Checked before any change.
+compose_files_check() {
+  local list entry found=0
+  local -a entries=()
+  list=$(compose_file_list)
+  [[ -n ${list} ]] || return 0
+  IFS=: read -ra entries <<<"${list}"
+  for entry in "${entries[@]}"; do
+    entry=${entry#./}
+    [[ ${entry} != compose.yml ]] || found=1
+    if [[ ${entry} == deploy/* && ! -f $1/${entry} ]]; then
+      problem="COMPOSE_FILE names ${entry}, which the bundle to run (${1}) does not have"
+      return 1
+    fi
+  done
+  ((found)) || problem="COMPOSE_FILE='${list}' does not list compose.yml, the file every deploy ships (e.g. COMPOSE_FILE=compose.yml:deploy/compose.no-proxy.yml)"
+  ((found))
+}
+
 # compose_at FILE PROVIDER_TAG GATEWAY_TAG ARGS...: Compose on this stack (project directory:
-# the deploy directory, so .env and ./deploy resolve there) with the given file and tags.
+# the deploy directory, so .env and ./deploy resolve there) with the given file (plus the
+# overrides COMPOSE_FILE names, from the same bundle) and tags.
 compose_at() {
-  local file=$1 p=${2:-latest} g=${3:-latest}
-  local -a extra=()
+  local file=$1 p=${2:-latest} g=${3:-latest} root list entry
+  local -a extra=() files=() entries=()
   shift 3
+  root=$(dirname -- "${file}")
   if ((compose_v == 1)) && [[ -f ${file} ]]; then
     # Compose v1 predates the top-level `name:` and rejects it: run a copy without that line
     # and pass the project name as v2 would pick it (COMPOSE_PROJECT_NAME first, then `name:`).
@@ -748,8 +777,21 @@ compose_at() {
     extra=(-p "$(v1_project "${file}")")
     file=${copy}
   fi
+  list=$(compose_file_list)
+  [[ -n ${list} ]] || files=(-f "${file}")
+  IFS=: read -ra entries <<<"${list}"
+  for entry in "${entries[@]}"; do
+    entry=${entry#./}
+    case ${entry} in
+      "") ;;
+      compose.yml) files+=(-f "${file}") ;;
+      deploy/*) files+=(-f "${root}/${entry}") ;;
+      /*) files+=(-f "${entry}") ;;
+      *) files+=(-f "${dir}/${entry}") ;;
+    esac
+  done
   env "${PROVIDER_VAR}=${p}" "${GATEWAY_VAR}=${g}" \
-    "${compose_cmd[@]}" --project-directory "${dir}" -f "${file}" "${extra[@]}" "$@"
+    "${compose_cmd[@]}" --project-directory "${dir}" "${files[@]}" "${extra[@]}" "$@"
 }
 compose_with() { compose_at "${dir}/compose.yml" "$@"; }
 
@@ -1575,6 +1617,7 @@ transaction() {
   local target_file="${dir}/compose.yml"
   if [[ -n ${next} && ${next} == "${staged}" ]]; then target_file="${staged}/compose.yml"; fi
   if [[ -n ${next} && ${next} != "${staged}" ]]; then target_file="${bundles_dir}/${to_bundle}/compose.yml"; fi
+  compose_files_check "$(dirname -- "${target_file}")" || die "${EXIT_USAGE}" "${problem}; nothing was changed"
   images_of "${target_file}" "${to_p}" "${to_g}" ||
     die "${EXIT_USAGE}" "the bundle's compose.yml (${to_bundle}) does not validate or does not name the ${PROVIDER_SERVICE} and ${GATEWAY_SERVICE} images (docker compose config failed); nothing was changed"
   local new_p_img=${img_p} new_g_img=${img_g}

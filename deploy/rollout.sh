@@ -20,7 +20,8 @@
 #   takes the old one out of rotation.
 # - proxy: brought up with `up -d --no-deps`, so it is recreated only when its own definition in
 #   compose.yml changes (a new pinned image or port: about a second of refused connections).
-#   Without a `proxy` service in compose.yml the gateway is replaced in place (a restart's gap).
+#   Without a `proxy` service in compose.yml (or with it disabled by deploy/compose.no-proxy.yml)
+#   the gateway is replaced in place (a restart's gap).
 #
 # Needs from the sourcing script: log MESSAGE, compose_with PROVIDER_TAG GATEWAY_TAG ARGS...,
 # and the variables compose_v (1 or 2) and wait_timeout (seconds).
@@ -281,8 +282,14 @@ rollout_stack() {
   deadline=$((SECONDS + wait_timeout))
   if ! rollout_has_proxy "${p}" "${g}"; then
     # The gateway publishes its own port then: two containers cannot share it.
-    log "compose.yml has no ${ROLLOUT_PROXY} service: replacing ${GATEWAY_SERVICE} in place (its restart is a gap in service)"
-    # --remove-orphans: a proxy left from a bundle that had one would hold the port.
+    log "the stack has no ${ROLLOUT_PROXY} service (none in compose.yml, or an override disables it): replacing ${GATEWAY_SERVICE} in place (its restart is a gap in service)"
+    # A proxy left from a bundle that had one, or from before the override that disables it,
+    # would hold the port. --remove-orphans removes the first only: Compose does not count a
+    # service its profiles disable as an orphan, so that one is removed here.
+    for proxy in $(rollout_ids "${p}" "${g}" "${ROLLOUT_PROXY}"); do
+      log "removing the ${ROLLOUT_PROXY} container ${proxy:0:12}: the gateway publishes the port now"
+      rollout_retire "${proxy}"
+    done
     compose_with "${p}" "${g}" up -d --remove-orphans "${GATEWAY_SERVICE}" >&2 || return 1
     for proxy in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
       rollout_wait_healthy "${proxy}" "${deadline}" || return 1

@@ -229,19 +229,25 @@ def pin(env: Path, p: str = "v2", g: str = "g2", *, user: str | None = None) -> 
     )
     if user is None:
         return sh(code).stdout
-    # The checkout may be private to root (a clone under a 0700 temp dir): `user` sources a copy
-    # of deploy/ (the script loads rollout.sh from beside itself).
+    proc = as_user(user, code)
+    return proc.stdout + proc.stderr
+
+
+def as_user(user: str, code: str) -> subprocess.CompletedProcess[str]:
+    """`code` with the script's functions loaded, run as `user`. The checkout may be private to
+    root (a clone under a 0700 temp dir): `user` sources a copy of deploy/ (the script loads
+    rollout.sh from beside itself)."""
     readable = Path(tempfile.mkdtemp(prefix="mcp-trader-script-"))
     try:
         readable.chmod(0o755)
         script = shutil.copytree(SCRIPT.parent, readable / "deploy") / SCRIPT.name
-        proc = subprocess.run(
-            ["runuser", "-u", user, "--", "bash", "-c", f"source {q(script)}; {code}"],
+        return subprocess.run(
+            ["runuser", "-u", user, "--", "bash", "-c",
+             f"set -uo pipefail; export LC_ALL=C; source {q(script)}; {code}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     finally:
         shutil.rmtree(readable)
-    return proc.stdout + proc.stderr
 
 
 def test_env_pin_keeps_mode_owner_and_every_other_byte(tmp_path: Path) -> None:
@@ -685,22 +691,6 @@ def test_a_bots_registry_user_name_is_accepted() -> None:
 SECRET_REL = ".deploy-state/secrets/session-secret"
 
 
-def as_user(user: str, code: str) -> subprocess.CompletedProcess[str]:
-    """`code` with the script's functions loaded, run as `user` (from a readable copy of
-    deploy/: the checkout may be private to root)."""
-    readable = Path(tempfile.mkdtemp(prefix="mcp-trader-script-"))
-    try:
-        readable.chmod(0o755)
-        script = shutil.copytree(SCRIPT.parent, readable / "deploy") / SCRIPT.name
-        return subprocess.run(
-            ["runuser", "-u", user, "--", "bash", "-c",
-             f"set -uo pipefail; export LC_ALL=C; source {q(script)}; {code}"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(readable)
-
-
 def test_compose_mounts_the_file_the_script_makes() -> None:
     compose = yaml.safe_load((REPO / "compose.yml").read_text())
     assert compose["secrets"]["mcp_session_secret"]["file"] == f"./{SECRET_REL}"
@@ -816,6 +806,50 @@ def test_the_compose_v1_copy_hands_the_gateway_the_generated_file(tmp_path: Path
             cwd=tmp_path, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_file_overrides_come_from_the_bundle_being_run(tmp_path: Path) -> None:
+    """COMPOSE_FILE in .env (README "Without the proxy"): Compose ignores it once -f is given,
+    so the script passes each file itself, the bundle's own from the bundle it checks or runs."""
+    srv = tmp_path / "srv"
+    stage = make_bundle(srv / ".incoming" / "r1")
+    (stage / "deploy" / "compose.no-proxy.yml").write_text("services: {}\n")
+    env = srv / ".env"
+
+    def argv(bundle: Path) -> list[str]:
+        code = (
+            f'set_dir {q(srv)}; env_scan "$env_file"; compose_v=2; compose_cmd=(printf "%s\\n"); '
+            f"compose_at {q(bundle / 'compose.yml')} p g config"
+        )
+        return sh(code).stdout.split()
+
+    env.write_text("A=1\n")
+    assert argv(stage) == ["--project-directory", str(srv), "-f", str(stage / "compose.yml"),
+                           "config"]  # fmt: skip
+    env.write_text("COMPOSE_FILE=./compose.yml:deploy/compose.no-proxy.yml:local.yml:/etc/x.yml\n")
+    assert argv(stage) == [
+        "--project-directory", str(srv),
+        "-f", str(stage / "compose.yml"),
+        "-f", str(stage / "deploy" / "compose.no-proxy.yml"),
+        "-f", str(srv / "local.yml"),
+        "-f", "/etc/x.yml",
+        "config",
+    ]  # fmt: skip
+
+    def check(bundle: Path) -> str:
+        code = (
+            f'set_dir {q(srv)}; env_scan "$env_file"; '
+            f'compose_files_check {q(bundle)} && echo ok || echo "REFUSED $problem"'
+        )
+        return sh(code).stdout
+
+    assert check(stage) == "ok\n"
+    # A bundle without the override it names (an old stored one), and a list without
+    # compose.yml, are refused before anything changes.
+    old = make_bundle(tmp_path / "old")
+    assert "COMPOSE_FILE names deploy/compose.no-proxy.yml, which the bundle" in check(old)
+    env.write_text("COMPOSE_FILE=deploy/compose.no-proxy.yml\n")
+    assert "does not list compose.yml" in check(stage)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -282,6 +282,7 @@ async def test_bundle_files_come_from_the_source(engine: EngineDouble) -> None:
         "/bundle/deploy/mcp-trader-deploy.sh",
         "/bundle/deploy/rollout.sh",
         "/bundle/deploy/proxy/haproxy.cfg",
+        "/bundle/deploy/compose.no-proxy.yml",
     }
     for path, src in files.items():
         assert src.arg("file", "path") == path.removeprefix("/bundle/")

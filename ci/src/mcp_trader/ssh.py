@@ -35,6 +35,8 @@ BUNDLE_FILES: Final = (
     (f"deploy/{SCRIPT_NAME}", f"deploy/{SCRIPT_NAME}"),
     ("deploy/rollout.sh", "deploy/rollout.sh"),
     ("deploy/proxy/haproxy.cfg", "deploy/proxy/haproxy.cfg"),
+    # The override a server's .env may choose to run without the proxy (README "The proxy").
+    ("deploy/compose.no-proxy.yml", "deploy/compose.no-proxy.yml"),
 )
 # Fresh bundles land here (under the deploy directory), one directory per run, so a deploy
 # never overwrites the files of another deploy that is still running; the server script moves
