@@ -144,7 +144,7 @@ class ToolsDouble:
             return 0, json.dumps({"mediaType": cosign.INDEX_TYPES[0], "manifests": manifests}), ""
         if argv[:2] == ["crane", "config"]:
             digest = argv[-1].split("@", 1)[1]
-            platform = argv[argv.index("--platform") + 1]
+            platform = argv[argv.index("--platform") + 1] if "--platform" in argv else ""
             listed = dict(self.indexes.get(digest, []))
             revision = self.revisions.get(listed.get(platform, digest), "")
             os_, arch = (platform if listed else "linux/amd64").split("/")
@@ -805,3 +805,27 @@ async def test_a_multi_platform_rerun_keeps_the_index_and_a_new_platform_set_is_
     ):
         await publish(secret, platforms=["linux/amd64"])
     assert not [argv for argv in tools.ran if argv[0] in ("push", "cosign")]
+
+
+async def test_adding_a_platform_to_a_published_commit_is_refused_before_building(
+    engine: EngineDouble, secret: dict[str, dagger.Secret]
+) -> None:
+    tools = ToolsDouble(engine)
+    tools.serve_publish(engine, digest_for)
+    await publish(secret)  # linux/amd64 alone: one image manifest per tag
+    for digest in set(tools.tags.values()):
+        tools.revisions[digest] = SHA
+    tools.ran.clear()
+    builds_before = len(engine.calls("publish"))
+    with pytest.raises(
+        PublishError,
+        match=r"binance-provider:sha-1a2b3c4 already exists \(sha256:\w+\) for linux/amd64, and "
+        r"this publish asks for linux/amd64, linux/arm64",
+    ):
+        await publish(secret, platforms=BOTH)
+    assert [argv[:2] for argv in tools.ran] == [
+        ["crane", "digest"],
+        ["crane", "manifest"],
+        ["crane", "config"],
+    ]
+    assert len(engine.calls("publish")) == builds_before

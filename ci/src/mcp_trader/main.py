@@ -302,10 +302,11 @@ class McpTrader:
         ] = None,
     ) -> str:
         """Verify an image: its signature, its SLSA provenance and its SBOM attestation, under
-        one policy (a public key, or a keyless identity and issuer).
+        one policy (a public key, or a keyless identity and issuer). A multi-platform index:
+        its own signature, and all three for every platform manifest it lists.
 
-        Prints what was verified (digest, signer, source commit, builder, SBOM contents); a
-        refusal names the check that failed.
+        Prints what was verified (digest, signer, source commit, builder, SBOM contents; per
+        platform for an index); a refusal names the check that failed, and the platform.
         """
         policy = _supply.policy_for(
             public_key=public_key,

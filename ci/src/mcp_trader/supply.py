@@ -495,7 +495,9 @@ class SupplyChain:
                 )
             existing_digest = next(iter(present.values()))
             pinned = f"{image}@{existing_digest}"
-            config = await self._config(pinned, plan.platforms[0])
+            manifests = await self._listed(pinned)
+            # An index's revision is read from a platform it has (any: one commit built all).
+            config = await self._config(pinned, manifests[0].platform if manifests else None)
             revision = _label(config, f"{LABEL_PREFIX}revision")
             wanted = plan.labels[f"{LABEL_PREFIX}revision"]
             tags = ", ".join(present)
@@ -505,7 +507,6 @@ class SupplyChain:
                     f"{revision or 'unknown'}, not {wanted}: an immutable tag never changes "
                     "digest; publish a new version instead. Nothing was built or pushed"
                 )
-            manifests = await self._listed(pinned)
             has = tuple(m.platform for m in manifests) if manifests else (config_platform(config),)
             if sorted(has) != sorted(plan.platforms):
                 raise PublishError(
@@ -518,11 +519,10 @@ class SupplyChain:
             kept[service] = existing_digest
         return kept
 
-    async def _config(self, image: str, platform: str) -> str:
+    async def _config(self, image: str, platform: str | None) -> str:
         """`crane config` of `image` (of `platform`'s manifest when it is an index)."""
-        result = await runner(tools(), self.auth)(
-            ["crane", "config", "--platform", platform, image]
-        )
+        chosen = ["--platform", platform] if platform else []
+        result = await runner(tools(), self.auth)(["crane", "config", *chosen, image])
         if result.exit_code != 0:
             raise PublishError(
                 f"cannot read the config of {image}: {(result.stderr or result.stdout).strip()}"
