@@ -78,3 +78,30 @@ def signed(
         }
         tools.sign_and_attest(runner, image, key, files)
     return Signed(provider, gateway, base)
+
+
+#: The tag of the two-platform provider index (test_multiplatform.py, test_deploy_verified.py).
+MULTI_TAG = "multi-platform"
+
+
+@dataclass(frozen=True)
+class Index:
+    """A provider index of two platform manifests, signed and attested as publish does it."""
+
+    index: tools.Pushed
+    amd64: tools.Pushed
+    arm64: tools.Pushed
+
+
+@pytest.fixture(scope="session")
+def signed_index(
+    runner: tools.HostRunner, contexts: tools.Contexts, key: tools.KeyPair, home: Path
+) -> Index:
+    amd64 = tools.push(
+        runner, "binance-provider", contexts.provider, "provider.Dockerfile", f"{MULTI_TAG}-amd64"
+    )
+    arm64 = tools.as_platform(runner, amd64, "linux/arm64", f"{MULTI_TAG}-arm64")
+    index = tools.push_index(runner, [amd64, arm64], MULTI_TAG)
+    platforms = {"linux/amd64": amd64, "linux/arm64": arm64}
+    tools.sign_multi_platform(runner, index, platforms, key, tools.base_image(runner), home)
+    return Index(index, amd64, arm64)

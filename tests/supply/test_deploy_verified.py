@@ -21,7 +21,7 @@ from tests.deploy import images as deploy_images
 from tests.deploy.conftest import Server, Sshd, docker_ready, new_server, sshd  # noqa: F401
 from tests.deploy.helpers import pinned
 from tests.supply import tools
-from tests.supply.conftest import Signed
+from tests.supply.conftest import MULTI_TAG, Index, Signed
 
 pytestmark = pytest.mark.docker
 
@@ -108,3 +108,54 @@ def test_signed_images_deploy_by_digest_and_refusals_change_nothing(
     assert entry["commits"] is None
     assert entry["digests"]["provider"] != signed.provider.digest
     assert pinned(server)[0] == pins["provider_tag"]
+
+
+def test_rollback_to_a_verified_tag_runs_the_index_digest_and_refusals_change_nothing(
+    runner: tools.HostRunner,
+    signed: Signed,
+    signed_index: Index,
+    key: tools.KeyPair,
+    other_key: tools.KeyPair,
+    verified_server: Server,
+) -> None:
+    """`rollback --to T` with the real tools: the provider's T is a two-platform index, the
+    gateway's a single image; both verified, pinned by digest, and what runs is the host's
+    platform of the index. Run after the test above, it moves the server off that test's
+    --allow-unsigned deploy."""
+    server = verified_server
+    runner.ok(["crane", "tag", signed.gateway.pinned, MULTI_TAG])
+    asked = {
+        "binance-provider": signed_index.index.reference,
+        "mcp-gateway": f"{signed.gateway.repository}:{MULTI_TAG}",
+    }
+    env_before, log_before = server.env_file.read_bytes(), server.log_file.read_bytes()
+    with pytest.raises(VerificationError, match="index signature check failed"):
+        asyncio.run(pins_for_deploy(runner, asked, KeyPolicy(str(other_key.public))))
+    assert server.env_file.read_bytes() == env_before
+    assert server.log_file.read_bytes() == log_before
+
+    pins = deploy.pinned(asyncio.run(pins_for_deploy(runner, asked, KeyPolicy(str(key.public)))))
+    p_pin = f"{MULTI_TAG}@{signed_index.index.digest}"
+    g_pin = f"{MULTI_TAG}@{signed.gateway.digest}"
+    assert (pins["provider_tag"], pins["gateway_tag"]) == (p_pin, g_pin)
+    result = server.run("rollback", **pins)
+    assert result.returncode == 0, result.output
+    assert pinned(server) == (p_pin, g_pin)
+    running = {s: c["image"] for s, c in server.containers().items()}
+    assert running["binance-provider"].endswith(f"/binance-provider:{p_pin}")
+    # Docker took the amd64 manifest of the index (this host's platform).
+    inspected = deploy_images.run(
+        ["docker", "image", "inspect", "--format", "{{.Architecture}}", running["binance-provider"]]
+    )
+    assert inspected.stdout.strip() == "amd64"
+    entry = server.log()[-1]
+    assert (entry["action"], entry["result"], entry["signature"]) == (
+        "rollback-to",
+        "ok",
+        "verified",
+    )
+    assert entry["digests"] == {
+        "provider": signed_index.index.digest,
+        "gateway": signed.gateway.digest,
+    }
+    assert entry["commits"] == {"provider": tools.REVISION, "gateway": tools.REVISION}

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from mcp_trader import cosign
@@ -21,40 +19,16 @@ from mcp_trader.verify import VerifiedIndex, pins_for_deploy, verify_image
 
 from tests.deploy import images
 from tests.supply import tools
+from tests.supply.conftest import MULTI_TAG as TAG
+from tests.supply.conftest import Index
 
 pytestmark = pytest.mark.docker
-
-TAG = "multi-platform"
-
-
-@dataclass(frozen=True)
-class Index:
-    index: tools.Pushed
-    amd64: tools.Pushed
-    arm64: tools.Pushed
 
 
 def verify(runner: tools.HostRunner, image: str, key: tools.KeyPair) -> VerifiedIndex:
     verified = asyncio.run(verify_image(runner, image, KeyPolicy(str(key.public))))
     assert isinstance(verified, VerifiedIndex), verified
     return verified
-
-
-@pytest.fixture(scope="module")
-def signed_index(
-    runner: tools.HostRunner,
-    contexts: tools.Contexts,
-    key: tools.KeyPair,
-    home: Path,
-) -> Index:
-    amd64 = tools.push(
-        runner, "binance-provider", contexts.provider, "provider.Dockerfile", f"{TAG}-amd64"
-    )
-    arm64 = tools.as_platform(runner, amd64, "linux/arm64", f"{TAG}-arm64")
-    index = tools.push_index(runner, [amd64, arm64], TAG)
-    platforms = {"linux/amd64": amd64, "linux/arm64": arm64}
-    tools.sign_multi_platform(runner, index, platforms, key, tools.base_image(runner), home)
-    return Index(index, amd64, arm64)
 
 
 def test_a_signed_index_verifies_per_platform_and_with_plain_cosign(
