@@ -277,7 +277,7 @@ rollout_has_proxy() {
 # rollout_stack P G: provider, then proxy, then gateway, each without a gap; then wait until the
 # proxy itself is healthy. 0 when everything is healthy.
 rollout_stack() {
-  local p=$1 g=$2 proxy deadline
+  local p=$1 g=$2 gw proxy deadline
   rollout_service "${p}" "${g}" "${PROVIDER_SERVICE}" || return 1
   deadline=$((SECONDS + wait_timeout))
   if ! rollout_has_proxy "${p}" "${g}"; then
@@ -291,17 +291,17 @@ rollout_stack() {
       rollout_retire "${proxy}"
     done
     compose_with "${p}" "${g}" up -d --remove-orphans "${GATEWAY_SERVICE}" >&2 || return 1
-    for proxy in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
-      rollout_wait_healthy "${proxy}" "${deadline}" || return 1
+    for gw in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
+      rollout_wait_healthy "${gw}" "${deadline}" || return 1
     done
     return 0
   fi
   # A gateway of a bundle without the proxy publishes the port itself: the proxy cannot bind it
   # while that one runs. Moving to the proxy costs that one restart's gap, once.
-  for proxy in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
-    if [[ -n $(docker inspect -f '{{range $k, $v := .HostConfig.PortBindings}}{{$k}}{{end}}' "${proxy}" 2>/dev/null) ]]; then
-      log "${GATEWAY_SERVICE} ${proxy:0:12} publishes its port itself (a bundle without the proxy): stopping it so the proxy can take the port"
-      rollout_retire "${proxy}"
+  for gw in $(rollout_ids "${p}" "${g}" "${GATEWAY_SERVICE}"); do
+    if [[ -n $(docker inspect -f '{{range $k, $v := .HostConfig.PortBindings}}{{$k}}{{end}}' "${gw}" 2>/dev/null) ]]; then
+      log "${GATEWAY_SERVICE} ${gw:0:12} publishes its port itself (a bundle without the proxy): stopping it so the proxy can take the port"
+      rollout_retire "${gw}"
     fi
   done
   compose_with "${p}" "${g}" up -d --no-deps --remove-orphans "${ROLLOUT_PROXY}" >&2 || return 1
