@@ -98,8 +98,12 @@ def trades(limit: int) -> list[dict[str, Any]]:
 
 @dataclass
 class FakeBinance:
-    """Serves the fake on 127.0.0.1 (port chosen by the OS) and records each request."""
+    """Serves the fake and records each request."""
 
+    # Where it listens: by default loopback, a port chosen by the OS (a deployed stack's
+    # provider reaches the host on a Docker bridge address instead).
+    host: str = "127.0.0.1"
+    port: int = 0
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     # Seconds each answer waits (a slow upstream).
     delay_seconds: float = 0.0
@@ -110,7 +114,7 @@ class FakeBinance:
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def start(self) -> None:
         fake = self
@@ -146,7 +150,7 @@ class FakeBinance:
                 status, body = fake.answer(url.path, query)
                 self._send(status, body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
