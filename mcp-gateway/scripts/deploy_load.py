@@ -111,8 +111,7 @@ class Upstream(FakeBinance):
     """The fake Binance, with a slow path and a held path."""
 
     def __init__(self, host: str, port: int, slow_seconds: float, hold_cap: float) -> None:
-        super().__init__(host=host, port=port)
-        self.slow_seconds = slow_seconds
+        super().__init__(host=host, port=port, path_delay_seconds={SLOW_PATH: slow_seconds})
         self.hold_cap = hold_cap
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -149,9 +148,7 @@ class Upstream(FakeBinance):
 
     def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
         peer = getattr(self._local, "peer", "")
-        if path == SLOW_PATH:
-            time.sleep(self.slow_seconds)
-        elif path == HELD_PATH:
+        if path == HELD_PATH:
             with self._lock:
                 gate = self._gate
                 self.held_arrivals += 1
