@@ -173,6 +173,10 @@ def gateway_venv(dest: Path) -> Path:
             "--locked",
             "--no-dev",
             "--no-editable",
+            # uv keys the wheel it builds of mcp-gateway on pyproject.toml alone: without this a
+            # cached wheel of older sources would go into the image (as in gateway.py's build).
+            "--reinstall-package",
+            "mcp-gateway",
             # As the real image does (gateway.py): a non-root container cannot write .pyc files
             # into the venv, so without this every start compiles every module again.
             "--compile-bytecode",
