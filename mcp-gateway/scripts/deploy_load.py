@@ -27,8 +27,8 @@ one per line, each acknowledged on stdout by one line:
 - ``hold``: each client starts one ``binance.get_order_book`` call, held in the fake Binance;
   answered once all of them have reached it -> ``held N from ADDRESS[,ADDRESS]`` (the
   provider containers that asked)
-- ``release``: the held calls are answered now (or ``--hold-cap`` seconds after they arrived,
-  whichever is first) -> ``released``
+- ``release``: every held call is answered now (each is answered anyway ``--hold-cap`` seconds
+  after it arrived; keep that under the provider's 10 s request timeout) -> ``released``
 
 On stop it waits for the calls in flight, closes the sessions and writes the JSON summary to
 ``--out``: per window and in total, requests, rate, failures with their errors, and per kind the
@@ -114,7 +114,8 @@ class Upstream(FakeBinance):
         super().__init__(host=host, port=port, path_delay_seconds={SLOW_PATH: slow_seconds})
         self.hold_cap = hold_cap
         self._lock = threading.Lock()
-        self._gate = threading.Event()
+        # One gate per `hold`: several batches may be held at once; `release` opens them all.
+        self._gates: list[threading.Event] = []
         self.held_arrivals = 0
         # Who asked for each held answer: the address of the provider container that served it.
         self.held_peers: list[str] = []
@@ -122,13 +123,14 @@ class Upstream(FakeBinance):
 
     def hold(self) -> None:
         with self._lock:
-            self._gate = threading.Event()
+            self._gates.append(threading.Event())
             self.held_arrivals = 0
             self.held_peers = []
 
     def release(self) -> None:
         with self._lock:
-            self._gate.set()
+            for gate in self._gates:
+                gate.set()
 
     def start(self) -> None:
         super().start()
@@ -150,7 +152,9 @@ class Upstream(FakeBinance):
         peer = getattr(self._local, "peer", "")
         if path == HELD_PATH:
             with self._lock:
-                gate = self._gate
+                # Arrivals belong to the latest batch (the next one is asked for only once
+                # this one has arrived whole).
+                gate = self._gates[-1] if self._gates else threading.Event()
                 self.held_arrivals += 1
                 self.held_peers.append(peer)
             gate.wait(self.hold_cap)
