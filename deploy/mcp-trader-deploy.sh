@@ -729,11 +729,13 @@ detect_compose() {
 # server's choice of override files, e.g. compose.yml:deploy/compose.no-proxy.yml (README "The
 # proxy", "Without the proxy"). Compose itself ignores it once -f is given, so the script applies
 # it: compose.yml and files under deploy/ are taken from the bundle being checked, pulled or run
-# (a staged or stored one brings its own), any other path is the server's own file.
+# (a staged or stored one brings its own; a bundle made before such a file existed runs as it
+# was made, without it, so an automatic rollback to it still works), any other path is the
+# server's own file.
 compose_file_list() { printf '%s' "${COMPOSE_FILE:-${env_all[COMPOSE_FILE]:-}}"; }
 
-# compose_files_check ROOT: COMPOSE_FILE names compose.yml, and the bundle in ROOT has every file
-# of the bundle that it names. Checked before any change.
+# compose_files_check ROOT: COMPOSE_FILE names compose.yml (refused otherwise, before any
+# change); a bundle file it names that the bundle in ROOT lacks is said.
 compose_files_check() {
   local list entry found=0
   local -a entries=()
@@ -744,8 +746,7 @@ compose_files_check() {
     entry=${entry#./}
     [[ ${entry} != compose.yml ]] || found=1
     if [[ ${entry} == deploy/* && ! -f $1/${entry} ]]; then
-      problem="COMPOSE_FILE names ${entry}, which the bundle to run (${1}) does not have"
-      return 1
+      log "warning: COMPOSE_FILE names ${entry}, which the bundle to run ($1) predates: it runs without it, as it was made"
     fi
   done
   ((found)) || problem="COMPOSE_FILE='${list}' does not list compose.yml, the file every deploy ships (e.g. COMPOSE_FILE=compose.yml:deploy/compose.no-proxy.yml)"
@@ -785,7 +786,7 @@ compose_at() {
     case ${entry} in
       "") ;;
       compose.yml) files+=(-f "${file}") ;;
-      deploy/*) files+=(-f "${root}/${entry}") ;;
+      deploy/*) [[ ! -f ${root}/${entry} ]] || files+=(-f "${root}/${entry}") ;;
       /*) files+=(-f "${entry}") ;;
       *) files+=(-f "${dir}/${entry}") ;;
     esac
