@@ -1,43 +1,45 @@
-"""Benchmark a deploy on the local stack: time to healthy, and the outage a client sees.
+"""Benchmark a deploy on the local stack under load: ours vs a plain `docker compose up -d`.
 
-    uv run python scripts/bench_deploy.py [--rounds 4] [--config baseline --config tuned ...]
+    uv run python scripts/bench_deploy.py [--rounds 2]
 
 Needs what the deploy tests need (.ci/setup.d/30-docker.sh: Docker, Compose v2, the registry on
-127.0.0.1:5000, debootstrap); it builds and pushes the same test images (real provider binary,
-real gateway package). For each configuration it deploys one version, then alternates between
-two versions `--rounds` times, running deploy/mcp-trader-deploy.sh on this machine while a
-client polls the gateway's published /health every 50 ms. Per deploy it records:
+127.0.0.1:5000, debootstrap) and the gateway's project (`uv sync` in mcp-gateway/); it builds
+and pushes the same test images (real provider binary, real gateway package).
 
-- healthy_s: from the script's start to its exit 0 (Compose reports every service healthy);
-- outage_s:  from the last 200 before the first failed poll to the first 200 after it (the
-             longest such window if there are several), i.e. what a client polling at 50 ms saw;
-- failed polls.
+One stack, one load for the whole run (mcp-gateway/scripts/deploy_load.py, the load of
+tests/deploy/test_zero_downtime.py: 4 MCP SDK clients holding one session each, calling a fast
+tool every 0.4 s and a 1.5 s tool back to back, plus GET /health and GET /ready every 0.1 s, all
+through the proxy's published port, against the fake Binance). The deploy script runs on this
+machine, alternating between the two methods `--rounds` times, each deploy switching between
+two versions (provider and gateway both change):
 
-Configurations (environment of the server script and the stack's .env):
-- baseline: one `docker compose up -d --wait` for the whole stack (DEPLOY_ORDER=together) and a
-            Docker-typical 10 s healthcheck interval;
-- interval: the same single `up`, with the stack's shipped 2 s interval;
-- tuned:    what ships: every service rolled out with no gap behind the proxy (deploy/rollout.sh:
-            the new container next to the old one, the old one drained once the new one is
-            healthy and in the proxy's rotation; DEPLOY_ORDER=rolling), 2 s interval, images
-            pulled before anything changes.
-Prints a Markdown table (the one in docs/deploy.md).
+- ours:  deploy/mcp-trader-deploy.sh deploy --tag T (what ships): each service rolled out with
+         no gap behind the proxy (deploy/rollout.sh); time to healthy = its run time (exit 0);
+- plain: `docker compose up -d` with the new tags, what an operator gets from Compose alone
+         (every changed container stopped, then replaced); time to healthy = until every
+         container runs the new tag and is healthy. Not the script's DEPLOY_ORDER=together
+         (`up -d --wait`): that one now fails, because the proxy turns unhealthy while no
+         gateway is in rotation, and `--wait` gives up on the first unhealthy container.
+
+Per deploy, from the load's window covering the script's run and one second after it: failed
+requests by kind, the longest gap (no successful answer to /health, /ready or the fast tool),
+p99 latency per kind, and the time to healthy (as above). Prints a
+Markdown table (the one in docs/deploy.md), and the load's JSON summary path.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -46,68 +48,11 @@ sys.path.insert(0, str(REPO / "ci" / "src"))  # mcp_trader.ssh: the bundle's fil
 from mcp_trader import ssh  # noqa: E402
 
 from tests.deploy import images  # noqa: E402  (the repo root must be importable first)
+from tests.deploy.load import Load, fake_binance_address  # noqa: E402
 
-POLL_INTERVAL = 0.05
-CONFIGS: dict[str, dict[str, str]] = {
-    "baseline": {"DEPLOY_ORDER": "together", "HEALTHCHECK_INTERVAL": "10s"},
-    "interval": {"DEPLOY_ORDER": "together", "HEALTHCHECK_INTERVAL": "2s"},
-    "tuned": {"DEPLOY_ORDER": "rolling", "HEALTHCHECK_INTERVAL": "2s"},
-}
-
-
-@dataclass
-class Sample:
-    healthy_s: float
-    outage_s: float
-    failed_polls: int
-    polls: int
-
-
-class Poller:
-    """GET /health every 50 ms in a thread; remembers (time, ok) for each poll."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.results: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                with urllib.request.urlopen(self.url, timeout=0.5) as r:  # noqa: S310 - loopback
-                    ok = r.status == 200
-            except OSError:
-                ok = False
-            self.results.append((started, ok))
-            next_tick += POLL_INTERVAL
-            time.sleep(max(0.0, next_tick - time.monotonic()))
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def outage(self) -> tuple[float, int]:
-        """Longest window last-ok -> next-ok that contains failures, and the failed-poll count."""
-        longest = 0.0
-        last_ok: float | None = None
-        in_outage = False
-        for t, ok in self.results:
-            if ok:
-                if in_outage and last_ok is not None:
-                    longest = max(longest, t - last_ok)
-                last_ok, in_outage = t, False
-            else:
-                in_outage = True
-        if in_outage and last_ok is not None:
-            longest = max(longest, self.results[-1][0] - last_ok)
-        return longest, sum(1 for _, ok in self.results if not ok)
+METHODS = ("ours", "plain")
+KINDS = ("health", "ready", "tool", "tool-slow", "stream")
+SETTLE_S = 1.0
 
 
 def free_port() -> int:
@@ -118,11 +63,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_script(d: Path, env: dict[str, str], *args: str) -> float:
+def run_script(d: Path, *args: str) -> float:
+    """Ours: the deploy script (rolling, what ships); its start -> exit 0 time."""
     started = time.monotonic()
     proc = subprocess.run(
         ["bash", str(d / "deploy" / "mcp-trader-deploy.sh"), "--dir", str(d), *args],
-        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -133,74 +78,124 @@ def run_script(d: Path, env: dict[str, str], *args: str) -> float:
     return elapsed
 
 
-def bench(name: str, rounds: int) -> list[Sample]:
-    knobs = CONFIGS[name]
+def plain_up(d: Path, tag: str, timeout: float = 120) -> float:
+    """The peer: `docker compose up -d` of the same change, as an operator runs it (the new
+    tags in the environment, which Compose prefers to .env); the time until every container
+    runs the new tag and is healthy (polled every 0.1 s)."""
+    env = {**os.environ, "BINANCE_IMAGE_TAG": tag, "GATEWAY_IMAGE_TAG": tag}
+    started = time.monotonic()
+    up = subprocess.run(
+        ["docker", "compose", "up", "-d"], cwd=d, env=env, capture_output=True, text=True
+    )
+    if up.returncode != 0:
+        raise RuntimeError(f"docker compose up -d failed ({up.returncode}):\n{up.stderr}")
+    while time.monotonic() - started < timeout:
+        ps = subprocess.run(
+            ["docker", "compose", "ps", "-a", "--format", "json"],
+            cwd=d, env=env, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        rows = [json.loads(line) for line in ps.splitlines() if line.strip()]
+        services = {r["Service"] for r in rows}
+        if (
+            services == {"binance-provider", "mcp-gateway", "proxy"}
+            and len(rows) == 3
+            and all(r["Health"] == "healthy" for r in rows)
+            and all(r["Image"].endswith(f":{tag}") for r in rows if r["Service"] != "proxy")
+        ):
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise RuntimeError(f"the stack was not healthy on {tag} within {timeout}s")
+
+
+def row(method: str, i: int, healthy: float, w: dict[str, Any]) -> str:
+    kinds = w["kinds"]
+    failed = ", ".join(f"{k} {kinds[k]['failed']}/{kinds[k]['count']}" for k in KINDS)
+    p99 = ", ".join(f"{k} {kinds[k]['p99_ms'] or 0:.0f}" for k in ("health", "ready", "tool"))
+    return (
+        f"| {method} {i} | {healthy:.2f} s | {w['failed']}/{w['requests']} ({failed}) "
+        f"| {w['longest_gap_s']:.2f} s | {p99} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="deploys per method")
+    parser.add_argument("--keep", type=Path, help="copy the load's JSON summary here")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    images.build_and_push((images.V1, images.V2))
+    load_before = os.getloadavg()
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix=f"mcp-trader-bench-{name}-") as tmp:
+    fake = fake_binance_address()
+    token = secrets.token_hex(16)
+    results: list[tuple[str, int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="mcp-trader-bench-") as tmp:
         d = Path(tmp)
         for src, dest in ssh.BUNDLE_FILES:
             (d / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / src, d / dest)
-        env_lines = [
-            f"IMAGE_PREFIX={images.PREFIX}",
-            # The official HAProxy image cannot be pulled here: the tests' build of the same LTS.
-            f"PROXY_IMAGE={images.PROXY_IMAGE}",
-            f"COMPOSE_PROJECT_NAME=mcp-trader-bench-{name}",
-            f"GATEWAY_PUBLISH=127.0.0.1:{port}",
-            f"HEALTHCHECK_INTERVAL={knobs['HEALTHCHECK_INTERVAL']}",
-        ]
-        (d / ".env").write_text("\n".join(env_lines) + "\n")
-        env = {**os.environ, "DEPLOY_ORDER": knobs["DEPLOY_ORDER"]}
+        # The shipped defaults (healthchecks every 2 s, stop grace 10 s) but for the images;
+        # the first deploy makes the session secret the gateways share.
+        (d / ".env").write_text(
+            "\n".join(
+                [
+                    f"IMAGE_PREFIX={images.PREFIX}",
+                    # The official HAProxy image cannot be pulled here: the tests' build of 2.6.
+                    f"PROXY_IMAGE={images.PROXY_IMAGE}",
+                    "COMPOSE_PROJECT_NAME=mcp-trader-bench",
+                    f"GATEWAY_PUBLISH=127.0.0.1:{port}",
+                    f"BINANCE_BASE_URL=http://{fake}",
+                    f"MCP_GATEWAY_TOKEN={token}",
+                    "",
+                ]
+            )
+        )
+        load = None
         try:
-            run_script(d, env, "deploy", "--tag", images.V1.tag)
-            samples = []
-            for i in range(rounds):
-                tag = images.V2.tag if i % 2 == 0 else images.V1.tag
-                with Poller(f"http://127.0.0.1:{port}/health") as poller:
-                    time.sleep(0.5)  # a few good polls first: the outage starts from a 200
-                    healthy = run_script(d, env, "deploy", "--tag", tag)
-                    time.sleep(0.5)
-                outage, failed = poller.outage()
-                samples.append(Sample(healthy, outage, failed, len(poller.results)))
-                print(
-                    f"{name} round {i + 1}: healthy after {healthy:.2f}s, outage {outage:.2f}s "
-                    f"({failed}/{len(poller.results)} polls failed)",
-                    file=sys.stderr,
-                )
-            return samples
+            run_script(d, "deploy", "--tag", images.V1.tag)
+            load = Load(f"http://127.0.0.1:{port}", token, fake, d / "load.json", 4)
+            tag = images.V1.tag
+            for i in range(1, args.rounds + 1):
+                for method in METHODS:
+                    tag = images.V2.tag if tag == images.V1.tag else images.V1.tag
+                    load.command(f"window {method} {i}")
+                    if method == "ours":
+                        healthy = run_script(d, "deploy", "--tag", tag)
+                    else:
+                        healthy = plain_up(d, tag)
+                    time.sleep(SETTLE_S)
+                    load.command(f"window idle after {method} {i}")
+                    results.append((method, i, healthy))
+                    print(f"{method} {i}: healthy after {healthy:.2f}s", file=sys.stderr)
+                    time.sleep(SETTLE_S)
+            summary = load.stop()
+            if args.keep:
+                shutil.copy2(d / "load.json", args.keep)
         finally:
+            if load is not None:
+                load.close()
             subprocess.run(
                 ["docker", "compose", "down", "--timeout", "1"],
                 cwd=d,
                 capture_output=True,
                 check=False,
             )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=4, help="deploys per configuration")
-    parser.add_argument(
-        "--config", action="append", choices=sorted(CONFIGS), help="default: all, in order"
-    )
-    args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    images.build_and_push((images.V1, images.V2))
+    windows = {w["name"]: w for w in summary["windows"]}
     print(
-        "| configuration | deploy start -> healthy (median, max) | outage at /health "
-        "(median, max) | failed 50 ms polls (median) |"
+        "| deploy | start -> healthy | failed requests (by kind) | longest gap "
+        "| p99 ms (health, ready, tool) |"
     )
-    print("|---|---|---|---|")
-    for name in args.config or list(CONFIGS):
-        s = bench(name, args.rounds)
-        h = [x.healthy_s for x in s]
-        o = [x.outage_s for x in s]
-        f = [x.failed_polls for x in s]
-        print(
-            f"| {name} | {statistics.median(h):.2f} s, {max(h):.2f} s "
-            f"| {statistics.median(o):.2f} s, {max(o):.2f} s | {statistics.median(f):.0f} |"
-        )
+    print("|---|---|---|---|---|")
+    for method, i, healthy in results:
+        print(row(method, i, healthy, windows[f"{method} {i}"]))
+    total = summary["total"]
+    print(
+        f"\nload: {total['requests']} requests in {total['duration_s']:.0f} s "
+        f"({total['rate_per_s']}/s); machine load average (1, 5, 15 min) before "
+        f"{', '.join(f'{x:.2f}' for x in load_before)}, after "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":
