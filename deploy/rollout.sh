@@ -37,6 +37,9 @@ readonly ROLLOUT_PROXY_API_PORT=8406
 # SIGTERM the gateway itself finishes what is in flight (GATEWAY_SHUTDOWN_GRACE_SECONDS) and
 # closes its open GET streams, which would otherwise keep this wait busy for nothing.
 readonly ROLLOUT_DRAIN_WAIT=2
+# How long a retired gateway's slot may wait for the proxy's DNS to drop its address (the proxy
+# resolves every second: deploy/proxy/haproxy.cfg).
+readonly ROLLOUT_DNS_WAIT=5
 
 # rollout_ids P G SERVICE: ids of the service's containers, running or not, one per line.
 rollout_ids() {
@@ -151,14 +154,29 @@ proxy_wait_up() {
   done
 }
 
-# proxy_release_all PROXY_ID: every slot back in rotation (its health checks decide). A run
-# that was interrupted after taking a gateway out must not leave its slot out for the next
-# container Docker's DNS hands it to.
+# proxy_release_all PROXY_ID [GONE_IP...]: every slot back in rotation (its health checks decide).
+# A run that was interrupted after taking a gateway out must not leave its slot out for the next
+# container Docker's DNS hands it to. A slot that still holds the address of a container just
+# removed (GONE_IP) waits until the proxy's DNS has dropped that address, at most
+# ROLLOUT_DNS_WAIT seconds: back in rotation too early, the proxy would dial a vanished address
+# and every request sent there would hang until `timeout connect` before being redispatched.
 proxy_release_all() {
-  local slot
-  for slot in $(proxy_servers "$1" | awk '$4 % 2 == 1 { print $1 }'); do
-    proxy_api "$1" "set server ${ROLLOUT_PROXY_BACKEND}/${slot} state ready" >/dev/null || true
+  local proxy=$1 slot deadline=$((SECONDS + ROLLOUT_DNS_WAIT))
+  shift
+  for slot in $(proxy_servers "${proxy}" | awk '$4 % 2 == 1 { print $1 }'); do
+    while (($#)) && ((SECONDS < deadline)) && proxy_slot_holds "${proxy}" "${slot}" "$@"; do
+      sleep 0.25
+    done
+    proxy_api "${proxy}" "set server ${ROLLOUT_PROXY_BACKEND}/${slot} state ready" >/dev/null || true
   done
+}
+
+# proxy_slot_holds PROXY_ID SLOT IP...: whether the slot's address is one of the IPs.
+proxy_slot_holds() {
+  local proxy=$1 slot=$2 addr
+  shift 2
+  addr=$(proxy_servers "${proxy}" | awk -v s="${slot}" '$1 == s { print $2 }')
+  [[ -n ${addr} && " $* " == *" ${addr} "* ]]
 }
 
 # proxy_drain PROXY_ID IP BOUND_SECONDS: take that gateway out of rotation (no new request goes
@@ -189,7 +207,7 @@ proxy_drain() {
 # (or the proxy never routed to it), in which case it was removed and the old ones still serve.
 rollout_service() {
   local p=$1 g=$2 svc=$3 want id state deadline new="" proxy="" ip
-  local -a old=() keep=() ids=()
+  local -a old=() keep=() ids=() gone=()
   deadline=$((SECONDS + wait_timeout))
   want=$(rollout_expected_hash "${p}" "${g}" "${svc}")
   [[ -n ${want} ]] || { log "compose.yml has no service ${svc}"; return 1; }
@@ -257,11 +275,15 @@ rollout_service() {
     fi
   fi
   for id in "${old[@]}"; do
-    [[ -z ${proxy} ]] || proxy_drain "${proxy}" "$(rollout_ip "${id}")" "${ROLLOUT_DRAIN_WAIT}"
+    if [[ -n ${proxy} ]]; then
+      ip=$(rollout_ip "${id}")
+      gone+=("${ip}")
+      proxy_drain "${proxy}" "${ip}" "${ROLLOUT_DRAIN_WAIT}"
+    fi
     log "${svc}: retiring ${id:0:12}"
     rollout_retire "${id}"
   done
-  [[ -z ${proxy} ]] || proxy_release_all "${proxy}"
+  [[ -z ${proxy} ]] || proxy_release_all "${proxy}" "${gone[@]}"
   return 0
 }
 
