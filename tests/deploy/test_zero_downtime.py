@@ -152,22 +152,24 @@ class Stack:
         A batch counts if it had reached Binance before the new gateway listened: its log
         says when (uvicorn logs it in the same step of its event loop as it starts accepting),
         and a gateway that does not listen serves nothing (the proxy's dial is refused and
-        sent to the other one). Batches go out every second from the new container's start
-        until it listens, so the last one counted is at most that old when the switch begins
-        and is still held (the fake answers after --hold-cap at the latest) at the old one's
-        SIGTERM, even when a loaded machine takes long to boot the new gateway."""
+        sent to the other one). Batches go out every second from now (before the new container
+        exists: an idle machine boots it faster than a batch reaches Binance) until it listens,
+        so the last one counted is at most that old when the switch begins and is still held
+        (the fake answers after --hold-cap at the latest) at the old one's SIGTERM, even when a
+        loaded machine takes long to boot the new gateway."""
         (old_g,) = self.ids(G)
-        wait_for(f"{what}: a new gateway", lambda: self.events.started_after(G, since) is not None)
-        started = self.events.started_after(G, since)
-        assert started is not None
-        new_g, last, batches = started[0], 0.0, []
-        while listening_at(new_g) is None:
+        new_g: str | None = None
+        listened: float | None = None
+        last, batches, deadline = 0.0, [], time.time() + WAIT
+        while listened is None:
+            assert time.time() < deadline, f"{what}: no new gateway listening within {WAIT}s"
+            if new_g is None and (started := self.events.started_after(G, since)) is not None:
+                new_g = started[0]
             if time.time() - last >= 1.0:
                 batches.append(self.hold(what, old_g))
                 last = batches[-1].sent
             time.sleep(0.1)
-        listened = listening_at(new_g)
-        assert listened is not None
+            listened = None if new_g is None else listening_at(new_g)
         for h in batches:
             h.proven = h.acked < listened
         assert any(h.proven for h in batches), (
